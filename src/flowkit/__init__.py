@@ -1,0 +1,64 @@
+"""flowkit: durable, typed workflows on Dramatiq with SQL state.
+
+Declare stages with :func:`stage`, chain them in a :class:`Pipeline`, bind
+flows to a broker and a database with an :class:`App`, then ``submit``.
+Nothing connects at import.
+"""
+
+from .__about__ import __version__
+from .app import App, Run
+from .context import Context
+from .errors import (
+    BrokerError,
+    ConfigurationError,
+    FlowDefinitionError,
+    FlowkitError,
+    FlowNotFound,
+    InputValidationError,
+    NotFoundError,
+    ResultTimeout,
+    RunError,
+    RunFailed,
+    RunNotFound,
+    SchemaVersionError,
+    StepTimeout,
+    StoreError,
+)
+from .flows import Flow, Pipeline
+from .records import RunInfo, StepInfo
+from .stage import Stage, Stop, stage
+from .status import RunStatus, StepStatus
+
+__all__ = [
+    # Declaring flows
+    "stage",
+    "Stage",
+    "Stop",
+    "Context",
+    "Flow",
+    "Pipeline",
+    # Running them
+    "App",
+    "Run",
+    "RunInfo",
+    "StepInfo",
+    "RunStatus",
+    "StepStatus",
+    # Errors
+    "FlowkitError",
+    "BrokerError",
+    "ConfigurationError",
+    "FlowDefinitionError",
+    "FlowNotFound",
+    "InputValidationError",
+    "NotFoundError",
+    "ResultTimeout",
+    "RunError",
+    "RunFailed",
+    "RunNotFound",
+    "SchemaVersionError",
+    "StepTimeout",
+    "StoreError",
+    # Metadata
+    "__version__",
+]

@@ -1,0 +1,421 @@
+"""``App``: the one object that binds flows to a broker and a store, and ``Run`` handles."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from .config import Settings, mask_url
+from .errors import (
+    ConfigurationError,
+    FlowDefinitionError,
+    FlowNotFound,
+    ResultTimeout,
+    RunError,
+    RunFailed,
+    RunNotFound,
+)
+from .flows import Flow
+from .records import RunInfo, StepInfo
+from .status import RunStatus
+
+if TYPE_CHECKING:
+    import dramatiq
+
+    from .runtime.engine import Engine
+    from .store import Store
+
+__all__ = ["App", "Run"]
+
+log = logging.getLogger("flowkit")
+
+_APP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_THREADS = 8
+
+
+class App:
+    """Binds flows to a broker and a store. Creating one connects to nothing.
+
+    The broker and the database are opened on first use, from the arguments or
+    ``FLOWKIT_BROKER_URL`` (default ``memory://``) and ``FLOWKIT_DATABASE_URL``
+    (default ``sqlite:///flowkit.db``)::
+
+        app = flowkit.App("exceptions", flows=[pipeline])
+        run = pipeline.submit(RawException(...), key="tenant-1:exc-42")
+        run.result(timeout=30)
+
+    With the in-process ``memory://`` broker, the first submit starts worker
+    threads inside this process (``embedded_worker=False`` turns that off).
+
+    Parameters:
+        name: the application's name (used in logs).
+        flows: the pipelines and workflows this App runs.
+        broker_url: ``memory://`` or ``amqp://user:password@host:5672/vhost``.
+        database_url: ``sqlite:///file.db`` or ``postgresql://user@host/db``.
+        threads: worker threads of the embedded worker, and the size of the
+            database connection pool.
+        embedded_worker: start in-process workers on first submit; default:
+            only with ``memory://``.
+
+    Raises:
+        FlowDefinitionError: two flows share a name, or a flow belongs to another App.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        name: str,
+        flows: Iterable[Flow] = (),
+        *,
+        broker_url: str | None = None,
+        database_url: str | None = None,
+        threads: int = DEFAULT_THREADS,
+        embedded_worker: bool | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _APP_NAME.match(name):
+            raise FlowDefinitionError(f"App name {name!r} is not valid")
+        self.name = name
+        self._flows: dict[str, Flow] = {}
+        for flow in flows:
+            if not isinstance(flow, Flow):
+                raise FlowDefinitionError(f"App {name!r}: {flow!r} is not a Pipeline or Workflow")
+            if flow.name in self._flows:
+                raise FlowDefinitionError(f"App {name!r}: two flows are named {flow.name!r}")
+            self._flows[flow.name] = flow
+        for flow in self._flows.values():
+            flow._bind(self)
+        self._broker_url = broker_url
+        self._database_url = database_url
+        self.threads = threads
+        self._embedded_worker = embedded_worker
+        self._settings: Settings | None = None
+        self._store: Store | None = None
+        self._broker: dramatiq.Broker | None = None
+        self._engine: Engine | None = None
+        self._worker: dramatiq.Worker | None = None
+        self._lock = threading.RLock()
+        self._finished = threading.Condition()
+
+    # -- configuration ---------------------------------------------------------
+    @property
+    def flows(self) -> list[Flow]:
+        return list(self._flows.values())
+
+    def flow(self, name: str) -> Flow:
+        """The flow called ``name``.
+
+        Raises:
+            FlowNotFound: no such flow (the message lists the known ones).
+        """
+        try:
+            return self._flows[name]
+        except KeyError:
+            known = ", ".join(sorted(self._flows)) or "none"
+            raise FlowNotFound(f"App {self.name!r} has no flow {name!r} (known: {known})") from None
+
+    def configure(
+        self,
+        *,
+        broker_url: str | None = None,
+        database_url: str | None = None,
+        threads: int | None = None,
+        embedded_worker: bool | None = None,
+    ) -> None:
+        """Override settings before first use (the CLI's ``--broker-url`` and friends).
+
+        Raises:
+            ConfigurationError: the App already opened its broker or store.
+        """
+        with self._lock:
+            if self._store is not None or self._broker is not None:
+                raise ConfigurationError(f"App {self.name!r} is already running; configure it first")
+            if broker_url is not None:
+                self._broker_url = broker_url
+            if database_url is not None:
+                self._database_url = database_url
+            if threads is not None:
+                self.threads = threads
+            if embedded_worker is not None:
+                self._embedded_worker = embedded_worker
+            self._settings = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.resolve(self._broker_url, self._database_url)
+        return self._settings
+
+    def describe(self) -> str:
+        """One line naming the broker and database, passwords masked."""
+        s = self.settings
+        return f"broker={mask_url(s.broker_url)} database={mask_url(s.database_url)}"
+
+    # -- lazily opened resources ----------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The store, opened (and its schema created or upgraded) on first use."""
+        with self._lock:
+            if self._store is None:
+                from .store import Store
+                from .store.migrate import ensure_schema
+
+                store = Store(self.settings.database_url, pool_size=self.threads + 2)
+                try:
+                    ensure_schema(store.engine)
+                except Exception:
+                    store.dispose()
+                    raise
+                self._store = store
+            return self._store
+
+    @property
+    def broker(self) -> dramatiq.Broker:
+        """The Dramatiq broker, with one actor per step of every flow."""
+        return self.engine.broker
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                from .runtime.actors import declare_actors
+                from .runtime.brokers import create_broker
+                from .runtime.engine import Engine
+
+                store = self.store
+                broker = create_broker(self.settings.broker_url)
+                engine = Engine(self, store, broker)
+                declare_actors(engine, self.flows)
+                self._broker = broker
+                self._engine = engine
+            return self._engine
+
+    def queues(self) -> set[str]:
+        """Every queue a step of this App's flows is sent to."""
+        return set().union(*(f.queues() for f in self.flows)) if self._flows else set()
+
+    # -- runs ------------------------------------------------------------------
+    def submit(self, flow: Flow | str, input: Any, *, key: str | None = None) -> Run:
+        """Start a run: validate ``input``, store the run, then publish its first step.
+
+        A second submit with the same ``key`` (per flow) returns the existing
+        run and sends nothing.
+
+        Parameters:
+            flow: a flow of this App, or its name.
+            input: a value of the first stage's input type (a model or a dict).
+            key: an idempotency key, e.g. ``"tenant-1:exc-42"``.
+
+        Returns:
+            a :class:`Run` handle; ``run.created`` says whether this call made it.
+
+        Raises:
+            InputValidationError: ``input`` does not validate; nothing was stored or sent.
+            FlowNotFound: no flow of that name.
+            BrokerError: the run is stored but its first message could not be sent
+                (``flowkit recover`` or the next ``flowkit dev`` publishes it).
+            StoreError: the database is unavailable.
+        """
+        f = self._resolve(flow)
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
+            raise ConfigurationError("key must be a non-empty string of at most 255 characters")
+        engine = self.engine
+        self._maybe_start_embedded()
+        run_id, created = engine.submit(f, input, key=key)
+        return Run(self, run_id, f.name, created=created)
+
+    def run(self, run_id: str) -> Run:
+        """A handle on an existing run.
+
+        Raises:
+            RunNotFound: no run with that id.
+        """
+        info = self.store.get_run(run_id)
+        if info is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return Run(self, run_id, info.flow, created=False)
+
+    def runs(
+        self, *, flow: str | None = None, status: str | RunStatus | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        """The newest runs, optionally of one flow and/or one status."""
+        st = RunStatus(status).value if status is not None else None
+        return self.store.list_runs(flow=flow, status=st, limit=limit)
+
+    def recover(self, *, older_than: float = 60.0) -> int:
+        """Re-publish steps whose message may have been lost; see :meth:`Engine.recover`."""
+        return self.engine.recover(older_than=older_than)
+
+    def _resolve(self, flow: Flow | str) -> Flow:
+        if isinstance(flow, Flow):
+            if flow.name not in self._flows or self._flows[flow.name] is not flow:
+                raise FlowNotFound(f"flow {flow.name!r} is not part of App {self.name!r}")
+            return flow
+        return self.flow(flow)
+
+    # -- in-process workers ----------------------------------------------------
+    def _maybe_start_embedded(self) -> None:
+        embedded = self._embedded_worker
+        if embedded is None:
+            embedded = self.settings.embedded
+        if embedded and self._worker is None:
+            self.start_worker()
+
+    def start_worker(
+        self, *, queues: Iterable[str] | None = None, threads: int | None = None
+    ) -> dramatiq.Worker:
+        """Start Dramatiq worker threads for this App inside this process.
+
+        Used by ``flowkit dev``, the embedded default and tests; ``flowkit
+        worker`` runs the same thing in dedicated processes.
+        """
+        import dramatiq
+
+        with self._lock:
+            if self._worker is not None:
+                return self._worker
+            broker = self.broker
+            worker = dramatiq.Worker(
+                broker,
+                queues=set(queues) if queues else None,
+                worker_threads=threads or self.threads,
+            )
+            worker.start()
+            self._worker = worker
+            return worker
+
+    def stop_worker(self, *, timeout: float = 30.0) -> None:
+        """Stop the in-process worker, letting running steps finish within ``timeout``."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(timeout=int(timeout * 1000))
+
+    def close(self) -> None:
+        """Stop the in-process worker and close broker and database connections."""
+        self.stop_worker()
+        with self._lock:
+            if self._broker is not None:
+                self._broker.close()
+            if self._store is not None:
+                self._store.dispose()
+            self._broker = self._engine = self._store = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- waiting ---------------------------------------------------------------
+    def _notify_finished(self, run_id: str) -> None:
+        with self._finished:
+            self._finished.notify_all()
+
+    def _wait_finished(self, seconds: float) -> None:
+        with self._finished:
+            self._finished.wait(seconds)
+
+    def __repr__(self) -> str:
+        return f"<App {self.name} flows={list(self._flows)}>"
+
+
+class Run:
+    """A handle on one run: its status, result and timeline.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, app: App, run_id: str, flow: str, *, created: bool) -> None:
+        self.app = app
+        self.id = run_id
+        self.flow = flow
+        #: whether the submit that returned this handle created the run
+        #: (``False`` when an existing run was found by its key).
+        self.created = created
+
+    def info(self) -> RunInfo:
+        """The run as stored now.
+
+        Raises:
+            RunNotFound: the run was deleted.
+        """
+        info = self.app.store.get_run(self.id)
+        if info is None:
+            raise RunNotFound(f"no run {self.id!r}")
+        return info
+
+    def status(self) -> RunStatus:
+        """The run's status now."""
+        state = self.app.store.run_state(self.id)
+        if state is None:
+            raise RunNotFound(f"no run {self.id!r}")
+        return RunStatus(state[0])
+
+    def steps(self) -> list[StepInfo]:
+        """The run's timeline: one record per step (and per fanned-out item)."""
+        return self.app.store.get_steps(self.id)
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """Block until the run reaches a terminal status; return it.
+
+        Raises:
+            ResultTimeout: not finished within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            status = self.status()
+            if status.terminal:
+                return status
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ResultTimeout(
+                        f"run {self.id} is still {status.value} after {timeout:g}s"
+                    )
+                pause = min(pause, left)
+            # Woken at once when this process finishes a run; otherwise the
+            # pause grows so a run finished by another process is seen soon.
+            self.app._wait_finished(pause)
+            pause = min(pause * 2, 0.25)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run and return its result, typed as the flow's output.
+
+        A run ended early by :class:`~flowkit.Stop` returns ``Stop.output``.
+
+        Raises:
+            RunFailed: the run failed; carries the recorded error and traceback.
+            RunError: the run was cancelled or timed out.
+            ResultTimeout: not finished within ``timeout`` seconds.
+        """
+        status = self.wait(timeout)
+        state = self.app.store.run_state(self.id)
+        assert state is not None
+        _, output, error = state
+        if status is RunStatus.SUCCEEDED:
+            flow = self.app.flow(self.flow)
+            try:
+                return TypeAdapter(flow.output_type).validate_python(output)
+            except ValidationError:
+                return output  # a run ended early by Stop carries its own value
+        if status is RunStatus.FAILED:
+            err = error or {}
+            raise RunFailed(
+                self.id,
+                step=err.get("step"),
+                error_type=err.get("type", "Error"),
+                error_message=err.get("message", ""),
+                traceback=err.get("traceback"),
+            )
+        raise RunError(f"run {self.id} ended {status.value}")
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} flow={self.flow}>"

@@ -1,0 +1,134 @@
+"""The exceptions flowkit raises.
+
+Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
+``except flowkit.FlowkitError`` catches them all::
+
+    FlowkitError
+    ├── ConfigurationError        bad URL, missing optional extra, bad option value
+    ├── FlowDefinitionError       a stage, pipeline or workflow that cannot work
+    ├── InputValidationError      a payload that does not match a stage's input type
+    ├── NotFoundError
+    │   ├── FlowNotFound          no flow of that name in the App
+    │   └── RunNotFound           no run with that id in the store
+    ├── RunError                  raised by Run.result()
+    │   ├── RunFailed             the run ended ``failed``; carries the recorded error
+    │   └── ResultTimeout         the run did not finish within the timeout
+    ├── StepTimeout               a step ran past its ``timeout`` (recorded, then retried)
+    ├── StoreError                the database could not be used
+    │   └── SchemaVersionError    the schema is missing, or newer than this flowkit
+    └── BrokerError               the broker could not be reached or refused a message
+
+``InputValidationError`` also carries the pydantic errors in :attr:`errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BrokerError",
+    "ConfigurationError",
+    "FlowDefinitionError",
+    "FlowNotFound",
+    "FlowkitError",
+    "InputValidationError",
+    "NotFoundError",
+    "ResultTimeout",
+    "RunError",
+    "RunFailed",
+    "RunNotFound",
+    "SchemaVersionError",
+    "StepTimeout",
+    "StoreError",
+]
+
+
+class FlowkitError(Exception):
+    """Base class of every error flowkit raises on purpose."""
+
+
+class ConfigurationError(FlowkitError):
+    """A configuration value (URL, option, environment variable) is unusable."""
+
+
+class FlowDefinitionError(FlowkitError):
+    """A stage, pipeline or workflow is declared in a way that cannot work."""
+
+
+class InputValidationError(FlowkitError):
+    """A payload does not validate against the input type of the stage it is for.
+
+    Attributes:
+        errors: the pydantic error list (``ValidationError.errors()``), JSON-safe.
+        stage: the name of the stage whose input type rejected the payload.
+    """
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]], stage: str) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.stage = stage
+
+
+class NotFoundError(FlowkitError):
+    """Something looked up by name or id does not exist."""
+
+
+class FlowNotFound(NotFoundError):
+    """No flow of that name is registered in the App."""
+
+
+class RunNotFound(NotFoundError):
+    """No run with that id exists in the store."""
+
+
+class RunError(FlowkitError):
+    """Base class of errors about the outcome of a run."""
+
+
+class RunFailed(RunError):
+    """The run ended ``failed``.
+
+    Attributes:
+        run_id: the run's id.
+        step: the name of the step that failed.
+        error_type: the exception type recorded for the failing step.
+        error_message: its message.
+        traceback: the formatted traceback recorded in the worker, if any.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        step: str | None,
+        error_type: str,
+        error_message: str,
+        traceback: str | None = None,
+    ) -> None:
+        where = f" in step {step!r}" if step else ""
+        super().__init__(f"run {run_id} failed{where}: {error_type}: {error_message}")
+        self.run_id = run_id
+        self.step = step
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class ResultTimeout(RunError):
+    """``Run.result(timeout=...)`` gave up before the run finished."""
+
+
+class StepTimeout(FlowkitError):
+    """A step ran longer than its ``timeout``; recorded as the step's error, then retried."""
+
+
+class StoreError(FlowkitError):
+    """The database could not be used."""
+
+
+class SchemaVersionError(StoreError):
+    """The database schema is missing or newer than this version of flowkit knows."""
+
+
+class BrokerError(FlowkitError):
+    """The message broker could not be reached or did not accept a message."""

@@ -1,0 +1,68 @@
+"""Plain records of runs and steps, as read from the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .status import RunStatus, StepStatus
+
+__all__ = ["RunInfo", "StepInfo"]
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One row of a run's timeline (``Run.steps()``, ``flowkit runs show``).
+
+    .. versionadded:: 0.1
+    """
+
+    id: str
+    run_id: str
+    name: str
+    item: int | None
+    status: StepStatus
+    queue: str
+    attempts: int
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the last attempt's start to the finish, if both are known."""
+        return _seconds(self.started_at, self.finished_at)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as stored (``flowkit runs list``).
+
+    .. versionadded:: 0.1
+    """
+
+    id: str
+    flow: str
+    key: str | None
+    status: RunStatus
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from submit to the finish, if finished."""
+        return _seconds(self.created_at, self.finished_at)

@@ -1,0 +1,1 @@
+"""The runtime protocol (DESIGN §3): the only code that decides state transitions."""

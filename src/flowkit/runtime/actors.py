@@ -1,0 +1,58 @@
+"""Binding flow steps to Dramatiq actors.
+
+Each step becomes a real Dramatiq actor named ``<flow>.<step>`` on the step's
+queue, so Dramatiq's middleware and tooling keep working. The actor function
+carries only ids; everything else is read from and written to the store by
+the :class:`~flowkit.runtime.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+
+from ..flows import Flow
+from ..stage import Stage
+from .engine import Engine, StepFailed
+
+__all__ = ["actor_name", "declare_actors"]
+
+
+def actor_name(flow: Flow, step: str) -> str:
+    return f"{flow.name}.{step}"
+
+
+def _retry_when(retries: int, exc: BaseException) -> bool:
+    # The engine decides retries from the database (attempts survive
+    # redeliveries, Dramatiq's counter does not) and says so with Retry.
+    return isinstance(exc, dramatiq.Retry)
+
+
+def declare_actors(engine: Engine, flows: list[Flow]) -> None:
+    """Declare one actor per step of every flow on the engine's broker."""
+    for flow in flows:
+        for stage in flow.steps.values():
+            engine.actors[(flow.name, stage.name)] = _make_actor(engine, flow, stage)
+
+
+def _make_actor(engine: Engine, flow: Flow, stage: Stage[Any, Any]) -> dramatiq.Actor[Any, Any]:
+    def run_step(step_id: str, run_id: str, key: str | None = None) -> None:
+        engine.execute(flow, stage, step_id, run_id, key)
+
+    run_step.__name__ = stage.name
+    run_step.__qualname__ = f"{flow.name}.{stage.name}"
+    run_step.__module__ = getattr(stage.fn, "__module__", __name__)
+    return dramatiq.Actor(
+        run_step,
+        broker=engine.broker,
+        actor_name=actor_name(flow, stage.name),
+        queue_name=stage.queue,
+        priority=stage.priority,
+        options={
+            "retry_when": _retry_when,
+            "throws": (StepFailed,),
+            "min_backoff": stage.min_backoff_ms,
+            "max_backoff": stage.max_backoff_ms,
+        },
+    )

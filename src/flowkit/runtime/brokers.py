@@ -1,0 +1,61 @@
+"""Broker URLs to Dramatiq brokers: ``memory://`` → StubBroker, ``amqp://`` → RabbitmqBroker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+)
+
+from ..config import mask_url
+from ..errors import BrokerError, ConfigurationError
+
+__all__ = ["create_broker"]
+
+
+def _middleware() -> list[Any]:
+    # Dramatiq's defaults minus TimeLimit: flowkit enforces step timeouts itself,
+    # around the step function only (see runtime/timeouts.py), and a step with
+    # no timeout must not be cut at Dramatiq's default 10 minutes.
+    return [
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=0),
+        CurrentMessage(),
+    ]
+
+
+def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Broker:
+    """Build the broker for ``url``; nothing connects until the first message or consumer.
+
+    Raises:
+        ConfigurationError: an unsupported URL.
+    """
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        return StubBroker(middleware=_middleware())
+    if scheme in {"amqp", "amqps"}:
+        try:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        except ImportError as exc:  # pragma: no cover - pika is a hard dependency
+            raise ConfigurationError("RabbitMQ support needs pika: pip install pika") from exc
+        try:
+            return RabbitmqBroker(
+                url=url,
+                confirm_delivery=True,
+                max_priority=max_priority,
+                middleware=_middleware(),
+            )
+        except Exception as exc:
+            raise BrokerError(f"cannot use broker {mask_url(url)}: {exc}") from exc
+    raise ConfigurationError(f"broker URL {mask_url(url)!r} is not supported")

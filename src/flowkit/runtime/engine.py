@@ -1,0 +1,308 @@
+"""The runtime protocol: submit, claim, complete, fail, advance, recover.
+
+The database decides, the broker only carries step ids:
+
+1. ``submit`` inserts the run and its first step (``queued``), commits, then publishes.
+2. A delivered message *claims* its step with a guarded UPDATE; a step that is
+   finished, or running under another message, is a duplicate and is acked.
+3. Success records the output and inserts the successors in one transaction;
+   they are published after the commit. If the worker dies between the commit
+   and the publish, the broker redelivers the message (it was never acked) and
+   the redelivery, finding its own completion, publishes the successors still queued.
+4. A failure is retried with backoff until the stage's limit, then the step and
+   the run are ``failed`` with the error recorded. Invalid input fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from pydantic import ValidationError
+
+from .._ids import new_id
+from ..context import Context
+from ..errors import BrokerError, InputValidationError, StepTimeout
+from ..flows import Flow
+from ..stage import Stage, Stop
+from ..store import Claim, NewStep, Store
+from ..store.repo import utcnow
+from .timeouts import time_limit
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["Engine", "StepFailed"]
+
+log = logging.getLogger("flowkit.engine")
+
+#: How long a running step without a timeout is presumed alive.
+DEFAULT_LEASE_MS = 3_600_000
+_LEASE_MARGIN_MS = 30_000
+_MAX_ERROR_MESSAGE = 4_000
+_MAX_TRACEBACK = 16_000
+
+
+class StepFailed(Exception):
+    """Raised to Dramatiq after a step's final failure was recorded.
+
+    It is in every flowkit actor's ``throws``, so Dramatiq does not retry it
+    and dead-letters the message; the run's error lives in the database.
+    """
+
+
+@dataclass(frozen=True)
+class _Published:
+    step_id: str
+    name: str
+
+
+def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+
+
+def _error_record(exc: BaseException, *, step: str, attempt: int) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=30))
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:_MAX_ERROR_MESSAGE],
+        "traceback": tb[-_MAX_TRACEBACK:],
+        "step": step,
+        "attempt": attempt,
+    }
+
+
+def backoff_ms(stage: Stage[Any, Any], attempt: int) -> int:
+    """Exponential backoff with jitter: ``min_backoff * 2**(attempt-1)``, capped, ±50 %."""
+    assert stage.min_backoff_ms is not None and stage.max_backoff_ms is not None
+    base = min(stage.max_backoff_ms, stage.min_backoff_ms * 2 ** max(0, attempt - 1))
+    return int(base / 2 + random.uniform(0, base / 2))
+
+
+class Engine:
+    """Runs the protocol for one App: the only object that changes runs and steps."""
+
+    def __init__(self, app: App, store: Store, broker: dramatiq.Broker) -> None:
+        self.app = app
+        self.store = store
+        self.broker = broker
+        self.actors: dict[tuple[str, str], dramatiq.Actor[Any, Any]] = {}
+
+    # -- submit ----------------------------------------------------------------
+    def validate_input(self, flow: Flow, value: Any) -> Any:
+        """The JSON form of ``value`` after validation against the flow's first stage.
+
+        Raises:
+            InputValidationError: with the pydantic errors; nothing is stored or sent.
+        """
+        entry = flow.entry
+        try:
+            typed = entry.input_adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InputValidationError(
+                f"input for {flow.name!r} does not match stage {entry.name!r}: "
+                f"{exc.error_count()} validation error(s): "
+                + "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                    for e in _validation_errors(exc)
+                ),
+                errors=_validation_errors(exc),
+                stage=entry.name,
+            ) from None
+        return entry.input_adapter.dump_python(typed, mode="json")
+
+    def submit(self, flow: Flow, value: Any, *, key: str | None) -> tuple[str, bool]:
+        """Store a new run and publish its first step; ``(run_id, created)``."""
+        payload = self.validate_input(flow, value)
+        entry = flow.entry
+        first = NewStep(id=new_id(), name=entry.name, queue=entry.queue, input=payload)
+        created = self.store.create_run(
+            run_id=new_id(), flow=flow.name, key=key, input=payload, first=[first]
+        )
+        if created.created:
+            self.publish(flow, created.run_id, key, [_Published(first.id, first.name)])
+        return created.run_id, created.created
+
+    def publish(
+        self, flow: Flow, run_id: str, key: str | None, new: Sequence[_Published]
+    ) -> None:
+        """Send one message per step; the rows are already committed."""
+        for s in new:
+            actor = self.actors[(flow.name, s.name)]
+            message = actor.message_with_options(
+                kwargs={"step_id": s.step_id, "run_id": run_id, "key": key}
+            )
+            try:
+                self.broker.enqueue(message)
+            except dramatiq.errors.BrokerError as exc:
+                raise BrokerError(
+                    f"run {run_id} is recorded but its step {s.name!r} could not be "
+                    f"published ({type(exc).__name__}); the recovery sweep will publish it"
+                ) from exc
+
+    # -- a worker thread -------------------------------------------------------
+    def execute(self, flow: Flow, stage: Stage[Any, Any], step_id: str, run_id: str,
+                key: str | None) -> None:
+        """Run one delivered step message (called by the step's Dramatiq actor)."""
+        message = CurrentMessage.get_current_message()
+        message_id = message.message_id if message is not None else new_id()
+        lease = (stage.timeout_ms + _LEASE_MARGIN_MS) if stage.timeout_ms else DEFAULT_LEASE_MS
+        claim = self.store.claim(
+            step_id, message_id, lease_ms=lease, starts_run=stage is flow.entry
+        )
+        if claim is None:
+            self._duplicate(flow, step_id, message_id)
+            return
+        try:
+            value = stage.input_adapter.validate_python(claim.input)
+        except ValidationError as exc:
+            err = InputValidationError(
+                f"stored input does not match stage {stage.name!r}: {exc}",
+                errors=_validation_errors(exc),
+                stage=stage.name,
+            )
+            self._final_failure(flow, stage, step_id, claim, err)
+            raise StepFailed(str(err)) from None
+        tenant = getattr(value, "tenant_id", None)
+        ctx = Context(
+            run_id=run_id,
+            flow=flow.name,
+            step=stage.name,
+            attempt=claim.attempts,
+            idempotency_key=f"{run_id}:{stage.name}",
+            key=key,
+            tenant_id=tenant if isinstance(tenant, str) else None,
+        )
+        try:
+            with time_limit(stage.timeout_ms, f"step {stage.name!r}"):
+                result = stage.fn(value, ctx) if stage.takes_context else stage.fn(value)
+            output, run_output, nexts, skipped = self._advance(flow, stage, result)
+        except (Exception, StepTimeout) as exc:
+            self._attempt_failed(flow, stage, step_id, claim, exc)
+            return
+        finish = not nexts
+        recorded = self.store.complete(
+            step_id=step_id,
+            message_id=message_id,
+            run_id=run_id,
+            output=output,
+            next_steps=nexts,
+            finish_run=finish,
+            run_output=run_output,
+            skipped=skipped,
+        )
+        if not recorded:
+            log.info("step %s of run %s was already finished; result discarded", stage.name,
+                     run_id)
+            return
+        if nexts:
+            self.publish(flow, run_id, key, [_Published(s.id, s.name) for s in nexts])
+        else:
+            self.app._notify_finished(run_id)
+
+    def _advance(
+        self, flow: Flow, stage: Stage[Any, Any], result: Any
+    ) -> tuple[Any, Any, list[NewStep], list[str]]:
+        """``(step output, run output, successors, skipped)`` for a step's return value."""
+        if isinstance(result, Stop):
+            out = _jsonable(result.output)
+            stored = {"stopped": True, "reason": result.reason, "output": out}
+            return stored, out, [], flow.remaining(stage.name)
+        typed = stage.output_adapter.validate_python(result)
+        output = stage.output_adapter.dump_python(typed, mode="json")
+        nexts = [
+            NewStep(id=new_id(), name=n.name, queue=flow.steps[n.name].queue, input=n.input)
+            for n in flow.after(stage.name, output)
+        ]
+        return output, (output if not nexts else None), nexts, []
+
+    def _attempt_failed(
+        self, flow: Flow, stage: Stage[Any, Any], step_id: str, claim: Claim, exc: BaseException
+    ) -> None:
+        if claim.attempts <= stage.retries and not isinstance(exc, ValidationError):
+            delay = backoff_ms(stage, claim.attempts)
+            error = _error_record(exc, step=stage.name, attempt=claim.attempts)
+            due = utcnow() + timedelta(milliseconds=delay)
+            self.store.schedule_retry(step_id, error, due)
+            log.warning(
+                "step %s of run %s failed (attempt %d of %d): %s: %s; retrying in %.1fs",
+                stage.name, claim.run_id, claim.attempts, stage.retries + 1,
+                type(exc).__name__, _short(exc), delay / 1000,
+            )
+            raise dramatiq.Retry(f"{type(exc).__name__}", delay=delay) from exc
+        self._final_failure(flow, stage, step_id, claim, exc)
+        raise StepFailed(f"{type(exc).__name__}: {_short(exc)}") from exc
+
+    def _final_failure(
+        self, flow: Flow, stage: Stage[Any, Any], step_id: str, claim: Claim, exc: BaseException
+    ) -> None:
+        error = _error_record(exc, step=stage.name, attempt=claim.attempts)
+        if self.store.fail(step_id, claim.run_id, error):
+            log.error(
+                "run %s of %s failed in step %s after %d attempt(s): %s: %s",
+                claim.run_id, flow.name, stage.name, claim.attempts, type(exc).__name__,
+                _short(exc), exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            self.app._notify_finished(claim.run_id)
+
+    def _duplicate(self, flow: Flow, step_id: str, message_id: str) -> None:
+        state = self.store.step_state(step_id)
+        if state is None:
+            log.warning("message for unknown step %s acknowledged and dropped", step_id)
+            return
+        status, claimed_by, run_id, name = state
+        if status == "succeeded" and claimed_by == message_id:
+            # A redelivery of the very message that completed this step: its
+            # worker may have died before publishing the successors.
+            queued = self.store.queued_steps(run_id, flow.successors(name))
+            if queued:
+                key = None
+                run = self.store.get_run(run_id)
+                if run is not None:
+                    key = run.key
+                log.info("re-publishing %d successor(s) of step %s in run %s",
+                         len(queued), name, run_id)
+                self.publish(flow, run_id, key, [_Published(i, n) for i, n, _ in queued])
+            return
+        log.debug("duplicate message for step %s (%s) of run %s ignored", name, status, run_id)
+
+    # -- recovery --------------------------------------------------------------
+    def recover(self, *, older_than: float = 60.0, limit: int = 1000) -> int:
+        """Re-publish queued steps older than ``older_than`` seconds and expired running ones.
+
+        Safe to run at any time and from several processes: a copy of a message
+        for a step that is already claimed is ignored by the claim guard.
+        Returns the number of steps published.
+        """
+        flows = {f.name: f for f in self.app.flows}
+        count = 0
+        for due in self.store.due_steps(older_than=older_than, limit=limit):
+            flow = flows.get(due.flow)
+            if flow is None or due.name not in flow.steps:
+                continue
+            self.publish(flow, due.run_id, due.key, [_Published(due.id, due.name)])
+            count += 1
+        if count:
+            log.info("recovery sweep re-published %d step(s)", count)
+        return count
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_python(value, mode="json")

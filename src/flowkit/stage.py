@@ -1,0 +1,251 @@
+"""``@flowkit.stage``: a typed function plus the options of the step that runs it."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import TypeAdapter
+
+from ._types import parse_duration_ms, strip_type, type_name
+from .context import Context
+from .errors import ConfigurationError, FlowDefinitionError
+
+__all__ = ["Stage", "Stop", "stage"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+QUEUE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
+
+DEFAULT_RETRIES = 3
+DEFAULT_MIN_BACKOFF_MS = 1_000
+DEFAULT_MAX_BACKOFF_MS = 300_000
+DEFAULT_QUEUE = "default"
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Returned by a stage to end its run early, successfully.
+
+    The remaining stages are recorded as ``skipped`` and the run ends
+    ``succeeded`` with ``output`` as its result. Annotate the stage's return
+    type as ``MyOutput | flowkit.Stop``; the edge type check ignores ``Stop``.
+
+    Parameters:
+        output: JSON-compatible value (or pydantic model) stored as the run's result.
+        reason: a short human explanation, shown by ``flowkit runs show``.
+
+    .. versionadded:: 0.1
+    """
+
+    output: Any = None
+    reason: str = ""
+
+
+def _validate_name(value: str, *, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise FlowDefinitionError(
+            f"{what} {value!r} is not a valid name: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or '_', at most 100 characters)"
+        )
+    return value
+
+
+def validate_queue_name(value: str, *, what: str) -> str:
+    """Check a queue name is safe for RabbitMQ and Dramatiq."""
+    if not isinstance(value, str) or not QUEUE_NAME.match(value):
+        raise FlowDefinitionError(
+            f"{what}: queue name {value!r} is not valid: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or '_')"
+        )
+    if value.endswith((".DQ", ".XQ")):
+        raise FlowDefinitionError(
+            f"{what}: queue name {value!r} ends in .DQ/.XQ, reserved for delay and dead-letter queues"
+        )
+    return value
+
+
+class Stage(Generic[In, Out]):
+    """A typed step function and its options; created by :func:`stage`.
+
+    Calling a ``Stage`` calls the function directly (handy in unit tests);
+    running it durably is the job of a flow bound to an :class:`~flowkit.App`.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_backoff: str | float | None = None,
+        max_backoff: str | float | None = None,
+        timeout: str | float | None = None,
+        priority: int = 0,
+    ) -> None:
+        if not callable(fn):
+            raise FlowDefinitionError(f"@flowkit.stage expects a function, got {fn!r}")
+        self.fn = fn
+        self.name = _validate_name(name or fn.__name__, what="stage name")
+        what = f"stage {self.name!r}"
+        self.queue = validate_queue_name(queue or DEFAULT_QUEUE, what=what)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(f"{what}: retries must be an integer >= 0, got {retries!r}")
+        self.retries = retries
+        self.min_backoff_ms = parse_duration_ms(min_backoff, what=f"{what} min_backoff")
+        self.max_backoff_ms = parse_duration_ms(max_backoff, what=f"{what} max_backoff")
+        if self.min_backoff_ms is None:
+            self.min_backoff_ms = DEFAULT_MIN_BACKOFF_MS
+        if self.max_backoff_ms is None:
+            self.max_backoff_ms = max(DEFAULT_MAX_BACKOFF_MS, self.min_backoff_ms)
+        if self.max_backoff_ms < self.min_backoff_ms:
+            raise ConfigurationError(f"{what}: max_backoff is smaller than min_backoff")
+        self.timeout_ms = parse_duration_ms(timeout, what=f"{what} timeout")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255:
+            raise ConfigurationError(f"{what}: priority must be an integer in 0..255")
+        self.priority = priority
+        self.input_type, self.output_type, self.takes_context = self._signature()
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", self.name)
+        self.__wrapped__ = fn
+
+    def _signature(self) -> tuple[Any, Any, bool]:
+        what = f"stage {self.name!r}"
+        try:
+            hints = typing.get_type_hints(self.fn)
+        except Exception as exc:  # a forward reference the module cannot resolve
+            raise FlowDefinitionError(f"{what}: cannot resolve its type hints ({exc})") from exc
+        params = [
+            p
+            for p in inspect.signature(self.fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if not 1 <= len(params) <= 2:
+            raise FlowDefinitionError(
+                f"{what}: a stage takes its input and, optionally, a flowkit.Context "
+                f"(found {len(params)} positional parameters)"
+            )
+        first = params[0]
+        if first.name not in hints:
+            raise FlowDefinitionError(
+                f"{what}: annotate the input parameter {first.name!r} with its type "
+                "(a pydantic model or a JSON type)"
+            )
+        if "return" not in hints:
+            raise FlowDefinitionError(
+                f"{what}: annotate the return type (use '-> None' if it returns nothing)"
+            )
+        takes_context = False
+        if len(params) == 2:
+            ann = hints.get(params[1].name)
+            if ann is not None and ann is not Context:
+                raise FlowDefinitionError(
+                    f"{what}: its second parameter must be a flowkit.Context, "
+                    f"not {type_name(ann)}"
+                )
+            takes_context = True
+        output = strip_type(hints["return"], Stop)
+        return hints[first.name], output, takes_context
+
+    @cached_property
+    def input_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.input_type)
+
+    @cached_property
+    def output_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.output_type)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Stage {self.name} ({type_name(self.input_type)}) -> "
+            f"{type_name(self.output_type)} queue={self.queue}>"
+        )
+
+
+@overload
+def stage(fn: Callable[..., Any], /) -> Stage[Any, Any]: ...
+
+
+@overload
+def stage(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    retries: int = DEFAULT_RETRIES,
+    min_backoff: str | float | None = None,
+    max_backoff: str | float | None = None,
+    timeout: str | float | None = None,
+    priority: int = 0,
+) -> Callable[[Callable[..., Any]], Stage[Any, Any]]: ...
+
+
+def stage(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    retries: int = DEFAULT_RETRIES,
+    min_backoff: str | float | None = None,
+    max_backoff: str | float | None = None,
+    timeout: str | float | None = None,
+    priority: int = 0,
+) -> Stage[Any, Any] | Callable[[Callable[..., Any]], Stage[Any, Any]]:
+    """Declare a pipeline stage: a plain function from one typed value to another.
+
+    The function takes its input (a pydantic model or a JSON-compatible type)
+    and, optionally, a :class:`~flowkit.Context` as second parameter; both its
+    input and return type must be annotated. Usable bare (``@flowkit.stage``)
+    or with options::
+
+        @flowkit.stage(queue="triage", retries=5, timeout="30s")
+        def triage(exc: Normalized, ctx: flowkit.Context) -> Triaged: ...
+
+    Parameters:
+        name: the step's name in its flow (default: the function's name).
+        queue: the broker queue its messages go to (default ``"default"``).
+        retries: how many times a failing step is retried before the run fails.
+        min_backoff: first retry delay (``"1s"``), doubled on each retry, with jitter.
+        max_backoff: the longest retry delay (``"5m"``).
+        timeout: the longest one attempt may run (``"30s"``); past it the attempt
+            fails with :class:`~flowkit.StepTimeout` and is retried.
+        priority: in-worker priority, 0 (first) to 255.
+
+    Returns:
+        a :class:`Stage`, still callable as the plain function.
+
+    Raises:
+        FlowDefinitionError: a missing annotation or a bad name.
+        ConfigurationError: an option value out of range.
+
+    .. versionadded:: 0.1
+    """
+
+    def wrap(f: Callable[..., Any]) -> Stage[Any, Any]:
+        return Stage(
+            f,
+            name=name,
+            queue=queue,
+            retries=retries,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            priority=priority,
+        )
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap

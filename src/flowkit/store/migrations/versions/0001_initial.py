@@ -1,0 +1,73 @@
+"""Runs and steps.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "flowkit_runs",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("flow", sa.String(100), nullable=False),
+        sa.Column("key", sa.String(255), nullable=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("input", JSONType, nullable=True),
+        sa.Column("output", JSONType, nullable=True),
+        sa.Column("error", JSONType, nullable=True),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("started_at", Timestamp, nullable=True),
+        sa.Column("finished_at", Timestamp, nullable=True),
+        sa.UniqueConstraint("flow", "key", name="uq_flowkit_runs_flow_key"),
+    )
+    op.create_index("ix_flowkit_runs_flow_created", "flowkit_runs", ["flow", "created_at"])
+    op.create_index("ix_flowkit_runs_status_created", "flowkit_runs", ["status", "created_at"])
+    op.create_index("ix_flowkit_runs_created", "flowkit_runs", ["created_at"])
+    op.create_table(
+        "flowkit_steps",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "run_id",
+            sa.String(32),
+            sa.ForeignKey("flowkit_runs.id", ondelete="CASCADE", name="fk_flowkit_steps_run"),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("item", sa.Integer, nullable=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("queue", sa.String(200), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("input", JSONType, nullable=True),
+        sa.Column("output", JSONType, nullable=True),
+        sa.Column("error", JSONType, nullable=True),
+        sa.Column("claimed_by", sa.String(64), nullable=True),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("scheduled_at", Timestamp, nullable=True),
+        sa.Column("started_at", Timestamp, nullable=True),
+        sa.Column("finished_at", Timestamp, nullable=True),
+        sa.Column("lease_until", Timestamp, nullable=True),
+    )
+    op.create_index("ix_flowkit_steps_run", "flowkit_steps", ["run_id", "name"])
+    op.create_index(
+        "ix_flowkit_steps_status_scheduled", "flowkit_steps", ["status", "scheduled_at"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("flowkit_steps")
+    op.drop_table("flowkit_runs")

@@ -1,0 +1,465 @@
+"""The queries the runtime and the CLI need, each a short transaction.
+
+Every state change is a guarded UPDATE (``WHERE status IN (...)``), so a
+duplicate message or a concurrent worker can never record a step twice: the
+second UPDATE matches no row and its transaction does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from .._ids import new_id
+from ..errors import StoreError
+from ..records import RunInfo, StepInfo
+from ..status import RunStatus, StepStatus
+from .engine import create_engine
+from .schema import runs, steps
+
+__all__ = ["Claim", "DueStep", "NewStep", "Store"]
+
+_LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
+_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back naive; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """A step row to insert as ``queued``."""
+
+    id: str
+    name: str
+    queue: str
+    input: Any
+    item: int | None = None
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker learns when it claims a step."""
+
+    run_id: str
+    name: str
+    attempts: int
+    input: Any
+
+
+@dataclass(frozen=True)
+class DueStep:
+    """A step the recovery sweep re-publishes."""
+
+    id: str
+    run_id: str
+    name: str
+    queue: str
+    flow: str
+    key: str | None
+
+
+@dataclass
+class _Created:
+    run_id: str
+    created: bool
+    steps: list[NewStep] = field(default_factory=list)
+
+
+class Store:
+    """flowkit's database: runs and steps, on SQLite or PostgreSQL.
+
+    Parameters:
+        url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
+        pool_size: connections kept open; size it to the worker threads.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self, *, durable: bool = True) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                if not durable and self.dialect == "postgresql":
+                    # Losing this commit in a database crash is harmless (the step
+                    # is simply claimed again), so don't wait for the WAL flush.
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                yield conn
+        except IntegrityError:
+            raise
+        except OperationalError as exc:
+            raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {type(exc).__name__}: {exc.orig!s}") from exc
+
+    # -- submit ----------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        flow: str,
+        key: str | None,
+        input: Any,
+        first: Sequence[NewStep],
+    ) -> _Created:
+        """Insert a run and its first steps; with a known key, return the existing run."""
+        now = utcnow()
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    runs.insert().values(
+                        id=run_id,
+                        flow=flow,
+                        key=key,
+                        status=RunStatus.PENDING.value,
+                        input=input,
+                        created_at=now,
+                    )
+                )
+                self._insert_steps(conn, run_id, first, now)
+            return _Created(run_id, True, list(first))
+        except IntegrityError:
+            if key is None:
+                raise
+            existing = self.find_run_by_key(flow, key)
+            if existing is None:  # pragma: no cover - the conflicting run was deleted
+                raise
+            return _Created(existing, False)
+
+    def find_run_by_key(self, flow: str, key: str) -> str | None:
+        with self._tx() as conn:
+            return conn.execute(
+                sa.select(runs.c.id).where(runs.c.flow == flow, runs.c.key == key)
+            ).scalar_one_or_none()
+
+    @staticmethod
+    def _insert_steps(
+        conn: Connection, run_id: str, new: Sequence[NewStep], now: datetime
+    ) -> None:
+        if not new:
+            return
+        conn.execute(
+            steps.insert(),
+            [
+                {
+                    "id": s.id,
+                    "run_id": run_id,
+                    "name": s.name,
+                    "item": s.item,
+                    "status": StepStatus.QUEUED.value,
+                    "queue": s.queue,
+                    "attempts": 0,
+                    "input": s.input,
+                    "created_at": now,
+                    "scheduled_at": s.scheduled_at or now,
+                }
+                for s in new
+            ],
+        )
+
+    # -- the worker's hot path -------------------------------------------------
+    def claim(
+        self, step_id: str, message_id: str, *, lease_ms: int, starts_run: bool
+    ) -> Claim | None:
+        """Mark a step running for this message; ``None`` if it is not ours to run.
+
+        A ``queued`` step is claimed by whichever message comes first; a
+        ``running`` step only by a redelivery of the message that claimed it
+        (its worker died). Anything else is a duplicate.
+        """
+        now = utcnow()
+        stmt = (
+            steps.update()
+            .where(
+                steps.c.id == step_id,
+                sa.or_(
+                    steps.c.status == StepStatus.QUEUED.value,
+                    sa.and_(
+                        steps.c.status == StepStatus.RUNNING.value,
+                        steps.c.claimed_by == message_id,
+                    ),
+                ),
+            )
+            .values(
+                status=StepStatus.RUNNING.value,
+                attempts=steps.c.attempts + 1,
+                claimed_by=message_id,
+                started_at=now,
+                lease_until=now + timedelta(milliseconds=lease_ms),
+            )
+            .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input)
+        )
+        with self._tx(durable=False) as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                return None
+            if starts_run:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == row.run_id, runs.c.status == RunStatus.PENDING.value)
+                    .values(status=RunStatus.RUNNING.value, started_at=now)
+                )
+        return Claim(run_id=row.run_id, name=row.name, attempts=row.attempts, input=row.input)
+
+    def step_state(self, step_id: str) -> tuple[str, str | None, str, str] | None:
+        """``(status, claimed_by, run_id, name)`` of a step, or ``None``."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(steps.c.status, steps.c.claimed_by, steps.c.run_id, steps.c.name).where(
+                    steps.c.id == step_id
+                )
+            ).first()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def complete(
+        self,
+        *,
+        step_id: str,
+        message_id: str,
+        run_id: str,
+        output: Any,
+        next_steps: Sequence[NewStep],
+        finish_run: bool,
+        run_output: Any = None,
+        skipped: Sequence[str] = (),
+    ) -> bool:
+        """Record a step's output and queue its successors, atomically.
+
+        Returns ``False`` (and changes nothing) if the step was already
+        finished: the caller then publishes nothing.
+        """
+        now = utcnow()
+        with self._tx() as conn:
+            done = conn.execute(
+                steps.update()
+                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP))
+                .values(
+                    status=StepStatus.SUCCEEDED.value,
+                    output=output,
+                    error=None,
+                    claimed_by=message_id,
+                    finished_at=now,
+                    lease_until=None,
+                )
+            )
+            if done.rowcount != 1:
+                conn.rollback()
+                return False
+            self._insert_steps(conn, run_id, next_steps, now)
+            if skipped:
+                conn.execute(
+                    steps.insert(),
+                    [
+                        {
+                            "id": new_id(),
+                            "run_id": run_id,
+                            "name": name,
+                            "status": StepStatus.SKIPPED.value,
+                            "queue": "",
+                            "attempts": 0,
+                            "created_at": now,
+                            "finished_at": now,
+                        }
+                        for name in skipped
+                    ],
+                )
+            if finish_run:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
+                    .values(status=RunStatus.SUCCEEDED.value, output=run_output, finished_at=now)
+                )
+        return True
+
+    def schedule_retry(self, step_id: str, error: dict[str, Any], due: datetime) -> bool:
+        """Put a failed attempt back to ``queued`` with its error, due at ``due``."""
+        with self._tx() as conn:
+            res = conn.execute(
+                steps.update()
+                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP))
+                .values(
+                    status=StepStatus.QUEUED.value,
+                    error=error,
+                    scheduled_at=due,
+                    lease_until=None,
+                )
+            )
+        return res.rowcount == 1
+
+    def fail(self, step_id: str, run_id: str, error: dict[str, Any]) -> bool:
+        """Mark a step and its run ``failed`` with the error, atomically."""
+        now = utcnow()
+        with self._tx() as conn:
+            res = conn.execute(
+                steps.update()
+                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP))
+                .values(
+                    status=StepStatus.FAILED.value, error=error, finished_at=now, lease_until=None
+                )
+            )
+            if res.rowcount != 1:
+                conn.rollback()
+                return False
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
+                .values(status=RunStatus.FAILED.value, error=error, finished_at=now)
+            )
+        return True
+
+    def queued_steps(self, run_id: str, names: Sequence[str]) -> list[tuple[str, str, str]]:
+        """``(id, name, queue)`` of the run's still-queued steps among ``names``."""
+        if not names:
+            return []
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(steps.c.id, steps.c.name, steps.c.queue).where(
+                    steps.c.run_id == run_id,
+                    steps.c.name.in_(list(names)),
+                    steps.c.status == StepStatus.QUEUED.value,
+                )
+            ).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- recovery --------------------------------------------------------------
+    def due_steps(self, *, older_than: float, limit: int = 1000) -> list[DueStep]:
+        """Queued steps due for ``older_than`` seconds, and running steps past their lease."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
+        stmt = (
+            sa.select(
+                steps.c.id, steps.c.run_id, steps.c.name, steps.c.queue, runs.c.flow, runs.c.key
+            )
+            .join(runs, runs.c.id == steps.c.run_id)
+            .where(
+                sa.or_(
+                    sa.and_(
+                        steps.c.status == StepStatus.QUEUED.value,
+                        steps.c.scheduled_at <= cutoff,
+                    ),
+                    sa.and_(
+                        steps.c.status == StepStatus.RUNNING.value,
+                        steps.c.lease_until < now,
+                    ),
+                )
+            )
+            .order_by(steps.c.scheduled_at)
+            .limit(limit)
+        )
+        with self._tx() as conn:
+            rows = conn.execute(stmt).all()
+            expired = [r.id for r in rows]
+            if expired:
+                # A running step past its lease goes back to queued so a new
+                # message may claim it; the guarded claim keeps copies harmless.
+                conn.execute(
+                    steps.update()
+                    .where(
+                        steps.c.id.in_(expired),
+                        steps.c.status == StepStatus.RUNNING.value,
+                        steps.c.lease_until < now,
+                    )
+                    .values(status=StepStatus.QUEUED.value, lease_until=None)
+                )
+        return [DueStep(r.id, r.run_id, r.name, r.queue, r.flow, r.key) for r in rows]
+
+    # -- reading ---------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunInfo | None:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return None if row is None else _run_info(row)
+
+    def run_state(self, run_id: str) -> tuple[str, Any, Any] | None:
+        """``(status, output, error)`` of a run: the cheap read ``Run.result()`` polls."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(runs.c.status, runs.c.output, runs.c.error).where(runs.c.id == run_id)
+            ).first()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        stmt = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        if flow is not None:
+            stmt = stmt.where(runs.c.flow == flow)
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        with self._tx() as conn:
+            rows = conn.execute(stmt).all()
+        return [_run_info(r) for r in rows]
+
+    def count_runs(self, *, flow: str | None = None) -> dict[str, int]:
+        stmt = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        if flow is not None:
+            stmt = stmt.where(runs.c.flow == flow)
+        with self._tx() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(stmt).all()}
+
+    def get_steps(self, run_id: str) -> list[StepInfo]:
+        stmt = (
+            sa.select(steps)
+            .where(steps.c.run_id == run_id)
+            .order_by(steps.c.created_at, steps.c.item, steps.c.id)
+        )
+        with self._tx() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            StepInfo(
+                id=r.id,
+                run_id=r.run_id,
+                name=r.name,
+                item=r.item,
+                status=StepStatus(r.status),
+                queue=r.queue,
+                attempts=r.attempts,
+                input=r.input,
+                output=r.output,
+                error=r.error,
+                created_at=_aware(r.created_at) or utcnow(),
+                started_at=_aware(r.started_at),
+                finished_at=_aware(r.finished_at),
+            )
+            for r in rows
+        ]
+
+
+def _run_info(r: Any) -> RunInfo:
+    return RunInfo(
+        id=r.id,
+        flow=r.flow,
+        key=r.key,
+        status=RunStatus(r.status),
+        input=r.input,
+        output=r.output,
+        error=r.error,
+        created_at=_aware(r.created_at) or utcnow(),
+        started_at=_aware(r.started_at),
+        finished_at=_aware(r.finished_at),
+    )

@@ -1,0 +1,72 @@
+"""flowkit's tables and indexes: the one place the schema is declared.
+
+The Alembic migrations in :mod:`flowkit.store.migrations` create exactly this
+schema; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = ["SCHEMA_REVISION", "metadata", "runs", "steps"]
+
+#: The Alembic revision this version of flowkit expects at head.
+SCHEMA_REVISION = "0001"
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "flowkit_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("key", sa.String(255), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", JSONType, nullable=True),
+    sa.Column("output", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("flow", "key", name="uq_flowkit_runs_flow_key"),
+    sa.Index("ix_flowkit_runs_flow_created", "flow", "created_at"),
+    sa.Index("ix_flowkit_runs_status_created", "status", "created_at"),
+    sa.Index("ix_flowkit_runs_created", "created_at"),
+)
+
+steps = sa.Table(
+    "flowkit_steps",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("flowkit_runs.id", ondelete="CASCADE", name="fk_flowkit_steps_run"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(100), nullable=False),
+    # Position of a fanned-out item within its step; NULL for an ordinary step.
+    sa.Column("item", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("input", JSONType, nullable=True),
+    sa.Column("output", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    # Id of the broker message that claimed (then completed) the step: a
+    # redelivery of that same message may resume it, any other copy is a duplicate.
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    # Not before: a retry's or a timer's due time; the recovery sweep respects it.
+    sa.Column("scheduled_at", Timestamp, nullable=True),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    # A running step whose lease passed is presumed dead and may be re-published.
+    sa.Column("lease_until", Timestamp, nullable=True),
+    sa.Index("ix_flowkit_steps_run", "run_id", "name"),
+    sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
+)
