@@ -135,7 +135,9 @@ class App:
         """
         with self._lock:
             if self._store is not None or self._broker is not None:
-                raise ConfigurationError(f"App {self.name!r} is already running; configure it first")
+                raise ConfigurationError(
+                    f"App {self.name!r} is already running; configure it first"
+                )
             if broker_url is not None:
                 self._broker_url = broker_url
             if database_url is not None:
@@ -164,11 +166,10 @@ class App:
         with self._lock:
             if self._store is None:
                 from .store import Store
-                from .store.migrate import ensure_schema
 
                 store = Store(self.settings.database_url, pool_size=self.threads + 2)
                 try:
-                    ensure_schema(store.engine)
+                    store.ensure_schema()
                 except Exception:
                     store.dispose()
                     raise
@@ -248,9 +249,16 @@ class App:
         st = RunStatus(status).value if status is not None else None
         return self.store.list_runs(flow=flow, status=st, limit=limit)
 
-    def recover(self, *, older_than: float = 60.0) -> int:
-        """Re-publish steps whose message may have been lost; see :meth:`Engine.recover`."""
-        return self.engine.recover(older_than=older_than)
+    def recover(self, *, older_than: float = 60.0, all_running: bool = False) -> int:
+        """Re-publish steps whose message may have been lost; returns how many.
+
+        Queued steps due for more than ``older_than`` seconds are published
+        again, and running steps past their lease (their worker died) are put
+        back to queued and published. Copies of a message are harmless: a step
+        is claimed by one message only. ``all_running=True`` treats every
+        running step as abandoned (an embedded broker starting up).
+        """
+        return self.engine.recover(older_than=older_than, all_running=all_running)
 
     def _resolve(self, flow: Flow | str) -> Flow:
         if isinstance(flow, Flow):
@@ -377,9 +385,7 @@ class Run:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ResultTimeout(
-                        f"run {self.id} is still {status.value} after {timeout:g}s"
-                    )
+                    raise ResultTimeout(f"run {self.id} is still {status.value} after {timeout:g}s")
                 pause = min(pause, left)
             # Woken at once when this process finishes a run; otherwise the
             # pause grows so a run finished by another process is seen soon.

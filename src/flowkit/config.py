@@ -38,7 +38,7 @@ class Settings:
 
     @classmethod
     def resolve(cls, broker_url: str | None = None, database_url: str | None = None) -> Settings:
-        """Arguments first, then ``FLOWKIT_BROKER_URL`` / ``FLOWKIT_DATABASE_URL``, then defaults."""
+        """Arguments first, then ``FLOWKIT_BROKER_URL``/``FLOWKIT_DATABASE_URL``, then defaults."""
         broker = broker_url or os.environ.get("FLOWKIT_BROKER_URL") or DEFAULT_BROKER_URL
         database = database_url or os.environ.get("FLOWKIT_DATABASE_URL") or DEFAULT_DATABASE_URL
         scheme = broker.split("://", 1)[0].lower() if "://" in broker else ""

@@ -79,6 +79,10 @@ class Flow:
         """Steps that will never run once ``step`` stopped the run early."""
         raise NotImplementedError
 
+    def successors(self, step: str) -> list[str]:
+        """Names of the steps that directly follow ``step``."""
+        raise NotImplementedError
+
     def queues(self) -> set[str]:
         return {s.queue for s in self.steps.values()}
 

@@ -67,7 +67,8 @@ def validate_queue_name(value: str, *, what: str) -> str:
         )
     if value.endswith((".DQ", ".XQ")):
         raise FlowDefinitionError(
-            f"{what}: queue name {value!r} ends in .DQ/.XQ, reserved for delay and dead-letter queues"
+            f"{what}: queue name {value!r} ends in .DQ/.XQ, "
+            "which Dramatiq reserves for delay and dead-letter queues"
         )
     return value
 
@@ -148,8 +149,7 @@ class Stage(Generic[In, Out]):
             ann = hints.get(params[1].name)
             if ann is not None and ann is not Context:
                 raise FlowDefinitionError(
-                    f"{what}: its second parameter must be a flowkit.Context, "
-                    f"not {type_name(ann)}"
+                    f"{what}: its second parameter must be a flowkit.Context, not {type_name(ann)}"
                 )
             takes_context = True
         output = strip_type(hints["return"], Stop)

@@ -59,3 +59,19 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
         except Exception as exc:
             raise BrokerError(f"cannot use broker {mask_url(url)}: {exc}") from exc
     raise ConfigurationError(f"broker URL {mask_url(url)!r} is not supported")
+
+
+def check_broker(broker: dramatiq.Broker, url: str) -> None:
+    """Connect now, so a worker fails at start with a clear error rather than retrying forever.
+
+    Raises:
+        BrokerError: the broker cannot be reached.
+    """
+    if isinstance(broker, StubBroker):
+        return
+    try:
+        broker.connection  # type: ignore[attr-defined]  # noqa: B018 - connecting is the check
+    except Exception as exc:
+        raise BrokerError(
+            f"cannot connect to broker {mask_url(url)}: {type(exc).__name__}"
+        ) from exc

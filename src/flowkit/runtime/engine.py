@@ -39,7 +39,7 @@ from .timeouts import time_limit
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["Engine", "StepFailed"]
+__all__ = ["Engine", "Outgoing", "StepFailed"]
 
 log = logging.getLogger("flowkit.engine")
 
@@ -59,9 +59,12 @@ class StepFailed(Exception):
 
 
 @dataclass(frozen=True)
-class _Published:
+class Outgoing:
+    """A committed step row to publish a message for."""
+
     step_id: str
     name: str
+    queue: str
 
 
 def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -130,29 +133,38 @@ class Engine:
             run_id=new_id(), flow=flow.name, key=key, input=payload, first=[first]
         )
         if created.created:
-            self.publish(flow, created.run_id, key, [_Published(first.id, first.name)])
+            self.publish(
+                flow.name, created.run_id, key, [Outgoing(first.id, first.name, first.queue)]
+            )
         return created.run_id, created.created
 
-    def publish(
-        self, flow: Flow, run_id: str, key: str | None, new: Sequence[_Published]
-    ) -> None:
-        """Send one message per step; the rows are already committed."""
+    def publish(self, flow: str, run_id: str, key: str | None, new: Sequence[Outgoing]) -> None:
+        """Send one message per step; the rows are already committed.
+
+        Messages are addressed by name (``<flow>.<step>`` on the step's queue),
+        so a process that does not import the flows (``flowkit recover``) can
+        publish them too.
+        """
         for s in new:
-            actor = self.actors[(flow.name, s.name)]
-            message = actor.message_with_options(
-                kwargs={"step_id": s.step_id, "run_id": run_id, "key": key}
+            message: dramatiq.Message[Any] = dramatiq.Message(
+                queue_name=s.queue,
+                actor_name=f"{flow}.{s.name}",
+                args=(),
+                kwargs={"step_id": s.step_id, "run_id": run_id, "key": key},
+                options={},
             )
             try:
                 self.broker.enqueue(message)
-            except dramatiq.errors.BrokerError as exc:
+            except (dramatiq.errors.BrokerError, OSError) as exc:
                 raise BrokerError(
                     f"run {run_id} is recorded but its step {s.name!r} could not be "
                     f"published ({type(exc).__name__}); the recovery sweep will publish it"
                 ) from exc
 
     # -- a worker thread -------------------------------------------------------
-    def execute(self, flow: Flow, stage: Stage[Any, Any], step_id: str, run_id: str,
-                key: str | None) -> None:
+    def execute(
+        self, flow: Flow, stage: Stage[Any, Any], step_id: str, run_id: str, key: str | None
+    ) -> None:
         """Run one delivered step message (called by the step's Dramatiq actor)."""
         message = CurrentMessage.get_current_message()
         message_id = message.message_id if message is not None else new_id()
@@ -202,11 +214,10 @@ class Engine:
             skipped=skipped,
         )
         if not recorded:
-            log.info("step %s of run %s was already finished; result discarded", stage.name,
-                     run_id)
+            log.info("step %s of run %s was already finished; result discarded", stage.name, run_id)
             return
         if nexts:
-            self.publish(flow, run_id, key, [_Published(s.id, s.name) for s in nexts])
+            self.publish(flow.name, run_id, key, [Outgoing(s.id, s.name, s.queue) for s in nexts])
         else:
             self.app._notify_finished(run_id)
 
@@ -236,8 +247,13 @@ class Engine:
             self.store.schedule_retry(step_id, error, due)
             log.warning(
                 "step %s of run %s failed (attempt %d of %d): %s: %s; retrying in %.1fs",
-                stage.name, claim.run_id, claim.attempts, stage.retries + 1,
-                type(exc).__name__, _short(exc), delay / 1000,
+                stage.name,
+                claim.run_id,
+                claim.attempts,
+                stage.retries + 1,
+                type(exc).__name__,
+                _short(exc),
+                delay / 1000,
             )
             raise dramatiq.Retry(f"{type(exc).__name__}", delay=delay) from exc
         self._final_failure(flow, stage, step_id, claim, exc)
@@ -250,8 +266,13 @@ class Engine:
         if self.store.fail(step_id, claim.run_id, error):
             log.error(
                 "run %s of %s failed in step %s after %d attempt(s): %s: %s",
-                claim.run_id, flow.name, stage.name, claim.attempts, type(exc).__name__,
-                _short(exc), exc_info=(type(exc), exc, exc.__traceback__),
+                claim.run_id,
+                flow.name,
+                stage.name,
+                claim.attempts,
+                type(exc).__name__,
+                _short(exc),
+                exc_info=(type(exc), exc, exc.__traceback__),
             )
             self.app._notify_finished(claim.run_id)
 
@@ -270,27 +291,28 @@ class Engine:
                 run = self.store.get_run(run_id)
                 if run is not None:
                     key = run.key
-                log.info("re-publishing %d successor(s) of step %s in run %s",
-                         len(queued), name, run_id)
-                self.publish(flow, run_id, key, [_Published(i, n) for i, n, _ in queued])
+                log.info(
+                    "re-publishing %d successor(s) of step %s in run %s", len(queued), name, run_id
+                )
+                self.publish(flow.name, run_id, key, [Outgoing(i, n, q) for i, n, q in queued])
             return
         log.debug("duplicate message for step %s (%s) of run %s ignored", name, status, run_id)
 
     # -- recovery --------------------------------------------------------------
-    def recover(self, *, older_than: float = 60.0, limit: int = 1000) -> int:
+    def recover(
+        self, *, older_than: float = 60.0, limit: int = 1000, all_running: bool = False
+    ) -> int:
         """Re-publish queued steps older than ``older_than`` seconds and expired running ones.
 
         Safe to run at any time and from several processes: a copy of a message
         for a step that is already claimed is ignored by the claim guard.
         Returns the number of steps published.
         """
-        flows = {f.name: f for f in self.app.flows}
         count = 0
-        for due in self.store.due_steps(older_than=older_than, limit=limit):
-            flow = flows.get(due.flow)
-            if flow is None or due.name not in flow.steps:
-                continue
-            self.publish(flow, due.run_id, due.key, [_Published(due.id, due.name)])
+        for due in self.store.due_steps(
+            older_than=older_than, limit=limit, all_running=all_running
+        ):
+            self.publish(due.flow, due.run_id, due.key, [Outgoing(due.id, due.name, due.queue)])
             count += 1
         if count:
             log.info("recovery sweep re-published %d step(s)", count)

@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
-from alembic import command
-
-from ..errors import SchemaVersionError
+from ..config import mask_url
+from ..errors import SchemaVersionError, StoreError
 from .schema import SCHEMA_REVISION
 
-__all__ = ["current_revision", "ensure_schema", "upgrade"]
+__all__ = ["check_schema", "current_revision", "ensure_schema", "upgrade"]
+
+log = logging.getLogger("flowkit.store")
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 _VERSION_TABLE = "flowkit_alembic_version"
 # Any constant works; it only has to be the same for every flowkit process.
 _PG_LOCK_KEY = 0x666C6F77  # "flow"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _unavailable(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(engine: Engine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(engine, *args, **kwargs)
+        except OperationalError as exc:
+            where = mask_url(engine.url.render_as_string(hide_password=True))
+            raise StoreError(f"database {where} unavailable: {str(exc.orig).strip()}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _config(conn: Connection) -> Config:
@@ -29,6 +51,7 @@ def _config(conn: Connection) -> Config:
     return cfg
 
 
+@_unavailable
 def current_revision(engine: Engine) -> str | None:
     """The revision recorded in the database, or ``None`` for an empty database."""
     with engine.connect() as conn:
@@ -41,6 +64,7 @@ def _known(rev: str) -> bool:
     return any(s.revision == rev for s in scripts.walk_revisions())
 
 
+@_unavailable
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to this flowkit's head; returns ``(before, after)`` revisions.
 
@@ -57,9 +81,12 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
         command.upgrade(_config(conn), "head")
+    if before != SCHEMA_REVISION:
+        log.info("flowkit schema upgraded from %s to %s", before or "empty", SCHEMA_REVISION)
     return before, SCHEMA_REVISION
 
 
+@_unavailable
 def ensure_schema(engine: Engine) -> None:
     """Create or upgrade the schema if needed; refuse a newer one.
 
@@ -70,6 +97,28 @@ def ensure_schema(engine: Engine) -> None:
     if rev == SCHEMA_REVISION:
         return
     upgrade(engine)
+
+
+@_unavailable
+def check_schema(engine: Engine) -> None:
+    """Make sure the schema is exactly this flowkit's, without changing anything.
+
+    Raises:
+        SchemaVersionError: missing, older (run ``flowkit db upgrade``) or newer.
+    """
+    rev = current_revision(engine)
+    if rev == SCHEMA_REVISION:
+        return
+    if rev is None:
+        raise SchemaVersionError(
+            "this database has no flowkit tables: run `flowkit db upgrade` (or start a worker)"
+        )
+    if not _known(rev):
+        raise _newer(rev)
+    raise SchemaVersionError(
+        f"the database schema is at revision {rev!r}, older than this flowkit's "
+        f"{SCHEMA_REVISION!r}: run `flowkit db upgrade`"
+    )
 
 
 def _newer(rev: str) -> SchemaVersionError:

@@ -95,6 +95,18 @@ class Store:
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
 
+    def ensure_schema(self) -> None:
+        """Create or upgrade the schema if needed (see :func:`migrate.ensure_schema`)."""
+        from .migrate import ensure_schema
+
+        ensure_schema(self.engine)
+
+    def check_schema(self) -> None:
+        """Fail clearly unless the schema is exactly this flowkit's."""
+        from .migrate import check_schema
+
+        check_schema(self.engine)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -112,7 +124,7 @@ class Store:
         except OperationalError as exc:
             raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {type(exc).__name__}: {exc.orig!s}") from exc
+            raise StoreError(f"database error: {type(exc).__name__}: {exc}") from exc
 
     # -- submit ----------------------------------------------------------------
     def create_run(
@@ -155,9 +167,7 @@ class Store:
             ).scalar_one_or_none()
 
     @staticmethod
-    def _insert_steps(
-        conn: Connection, run_id: str, new: Sequence[NewStep], now: datetime
-    ) -> None:
+    def _insert_steps(conn: Connection, run_id: str, new: Sequence[NewStep], now: datetime) -> None:
         if not new:
             return
         conn.execute(
@@ -344,10 +354,18 @@ class Store:
         return [(r[0], r[1], r[2]) for r in rows]
 
     # -- recovery --------------------------------------------------------------
-    def due_steps(self, *, older_than: float, limit: int = 1000) -> list[DueStep]:
-        """Queued steps due for ``older_than`` seconds, and running steps past their lease."""
+    def due_steps(
+        self, *, older_than: float, limit: int = 1000, all_running: bool = False
+    ) -> list[DueStep]:
+        """Queued steps due for ``older_than`` seconds, and running steps past their lease.
+
+        ``all_running`` treats every running step as abandoned: right for an
+        embedded (in-process) broker starting up, when no other process can be
+        running them.
+        """
         now = utcnow()
         cutoff = now - timedelta(seconds=older_than)
+        lease_cutoff = datetime.max.replace(tzinfo=timezone.utc) if all_running else now
         stmt = (
             sa.select(
                 steps.c.id, steps.c.run_id, steps.c.name, steps.c.queue, runs.c.flow, runs.c.key
@@ -361,7 +379,7 @@ class Store:
                     ),
                     sa.and_(
                         steps.c.status == StepStatus.RUNNING.value,
-                        steps.c.lease_until < now,
+                        steps.c.lease_until < lease_cutoff,
                     ),
                 )
             )
@@ -379,7 +397,7 @@ class Store:
                     .where(
                         steps.c.id.in_(expired),
                         steps.c.status == StepStatus.RUNNING.value,
-                        steps.c.lease_until < now,
+                        steps.c.lease_until < lease_cutoff,
                     )
                     .values(status=StepStatus.QUEUED.value, lease_until=None)
                 )

@@ -1,0 +1,332 @@
+"""``flowkit submit``, ``flowkit runs list|show`` and ``flowkit recover``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .._types import parse_duration_ms
+from ..app import App
+from ..config import Settings
+from ..errors import ConfigurationError, InputValidationError, RunNotFound
+from ..records import RunInfo, StepInfo
+from ..status import RunStatus
+from . import exits
+from .loader import load
+
+
+def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
+    s = sub.add_parser(
+        "submit",
+        parents=[common],
+        formatter_class=fmt,
+        help="start a run of a flow and print its id",
+        description="Validate --data against the flow's first stage, store the run, publish "
+        "its first step and print the run id. Invalid data prints the validation errors and "
+        "enqueues nothing.",
+        epilog=(
+            "examples:\n"
+            "  flowkit submit examples/exceptions/app.py:pipeline --data @exception.json\n"
+            '  flowkit submit myapp:pipeline --data \'{"tenant_id": "t1"}\' --key t1:42\n'
+            "  flowkit submit myapp:app --flow exceptions --data - < input.json --wait"
+        ),
+    )
+    s.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    s.add_argument(
+        "--data",
+        "-d",
+        required=True,
+        metavar="JSON|@FILE|-",
+        help="the input: inline JSON, @path to a JSON file, or - for stdin",
+    )
+    s.add_argument("--key", "-k", help="idempotency key: a second submit returns the same run")
+    s.add_argument("--flow", "-f", help="which flow, when MODULE:ATTR is an App with several")
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the run and print its result (runs it in this process "
+        "with the memory broker)",
+    )
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: give up after this long",
+    )
+    s.set_defaults(handler=submit)
+
+    runs = sub.add_parser(
+        "runs",
+        formatter_class=fmt,
+        help="list and inspect runs",
+        description="List and inspect runs stored in the database.",
+    )
+    rsub = runs.add_subparsers(dest="runs_command", metavar="COMMAND")
+    rsub.required = True
+    ls = rsub.add_parser(
+        "list",
+        parents=[common],
+        formatter_class=fmt,
+        help="list the newest runs",
+        epilog="examples:\n  flowkit runs list --status failed --limit 20\n"
+        "  flowkit runs list --flow exceptions --json",
+    )
+    ls.add_argument("--flow", "-f", help="only runs of this flow")
+    ls.add_argument(
+        "--status", "-s", choices=[s.value for s in RunStatus], help="only runs in this status"
+    )
+    ls.add_argument("--limit", "-n", type=int, default=50, help="at most this many (default 50)")
+    ls.add_argument("--json", action="store_true", help="print JSON lines")
+    ls.set_defaults(handler=runs_list)
+    show = rsub.add_parser(
+        "show",
+        parents=[common],
+        formatter_class=fmt,
+        help="show a run and its step timeline",
+        epilog="examples:\n  flowkit runs show 01a2030990c3...\n  flowkit runs show ID --json",
+    )
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=runs_show)
+
+    rec = sub.add_parser(
+        "recover",
+        parents=[common],
+        formatter_class=fmt,
+        help="re-publish steps whose message was lost",
+        description="Re-publish queued steps older than --older-than whose message may have "
+        "been lost (a crash between commit and publish) and running steps past their lease "
+        "(their worker died). Copies are harmless: a step is claimed by one message only.",
+        epilog="examples:\n  flowkit recover --older-than 60s\n"
+        "  flowkit recover --older-than 5m --broker-url amqp://guest:guest@127.0.0.1/",
+    )
+    rec.add_argument(
+        "--older-than",
+        default="60s",
+        metavar="DURATION",
+        help="only steps queued at least this long (default 60s)",
+    )
+    rec.set_defaults(handler=recover)
+
+
+def _read_data(raw: str) -> Any:
+    if raw == "-":
+        text = sys.stdin.read()
+        origin = "stdin"
+    elif raw.startswith("@"):
+        path = Path(raw[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"--data {raw}: cannot read {path}: {exc.strerror}") from None
+        origin = str(path)
+    else:
+        text, origin = raw, "--data"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputValidationError(
+            f"{origin} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            errors=[{"loc": [], "msg": exc.msg, "type": "json_invalid"}],
+            stage="",
+        ) from None
+
+
+def submit(args: argparse.Namespace) -> int:
+    data = _read_data(args.data)
+    target = load(args.target)
+    app = target.app
+    flow = target.flow
+    if flow is None:
+        if args.flow:
+            flow = app.flow(args.flow)
+        elif len(app.flows) == 1:
+            flow = app.flows[0]
+        else:
+            names = ", ".join(f.name for f in app.flows)
+            raise ConfigurationError(
+                f"{args.target} has several flows; pick one with --flow ({names})"
+            )
+    app.configure(
+        broker_url=args.broker_url, database_url=args.database_url, embedded_worker=bool(args.wait)
+    )
+    try:
+        run = app.submit(flow, data, key=args.key)
+    except InputValidationError as exc:
+        print(f"flowkit: invalid input for {flow.name!r} (nothing was enqueued):", file=sys.stderr)
+        for err in exc.errors:
+            loc = ".".join(str(p) for p in err.get("loc", [])) or "(root)"
+            print(f"  {loc}: {err.get('msg')}", file=sys.stderr)
+        return exits.INVALID_INPUT
+    print(run.id)
+    if not run.created:
+        print(
+            f"flowkit: key {args.key!r} already names run {run.id}; nothing was enqueued",
+            file=sys.stderr,
+        )
+    if args.wait:
+        try:
+            result = run.result(timeout=args.timeout)
+        finally:
+            app.close()
+        print(json.dumps(_jsonable(result), indent=2, default=str))
+    elif app.settings.embedded:
+        print(
+            "flowkit: the broker is memory:// (in-process): the run is stored and will run "
+            "when `flowkit dev` serves this flow",
+            file=sys.stderr,
+        )
+    return exits.OK
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_python(value, mode="json")
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from ..store import Store
+
+    settings = Settings.resolve(None, args.database_url)
+    store = Store(settings.database_url, pool_size=1)
+    store.check_schema()
+    return store
+
+
+def runs_list(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ConfigurationError("--limit must be at least 1")
+    store = _store(args)
+    try:
+        rows = store.list_runs(flow=args.flow, status=args.status, limit=args.limit)
+    finally:
+        store.dispose()
+    if args.json:
+        for r in rows:
+            print(json.dumps(_run_dict(r)))
+        return exits.OK
+    if not rows:
+        print("no runs")
+        return exits.OK
+    table = [["RUN", "FLOW", "STATUS", "KEY", "CREATED", "DURATION"]]
+    table += [
+        [r.id, r.flow, r.status.value, r.key or "-", _time(r.created_at), _secs(r.duration)]
+        for r in rows
+    ]
+    _print_table(table)
+    return exits.OK
+
+
+def runs_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        run = store.get_run(args.run_id)
+        if run is None:
+            raise RunNotFound(f"no run {args.run_id!r}")
+        steps = store.get_steps(args.run_id)
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps({**_run_dict(run), "steps": [_step_dict(s) for s in steps]}, indent=2))
+        return exits.OK
+    print(f"run      {run.id}")
+    print(f"flow     {run.flow}")
+    print(f"status   {run.status.value}")
+    print(f"key      {run.key or '-'}")
+    print(f"created  {_time(run.created_at)}   duration {_secs(run.duration)}")
+    if run.error:
+        print(f"error    {run.error.get('type')}: {run.error.get('message')}")
+    print()
+    table = [["STEP", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "ERROR"]]
+    for s in steps:
+        name = s.name if s.item is None else f"{s.name}[{s.item}]"
+        err = "-"
+        if s.error:
+            err = f"{s.error.get('type')}: {s.error.get('message')}"
+            err = err if len(err) <= 80 else err[:77] + "..."
+        if isinstance(s.output, dict) and s.output.get("stopped"):
+            err = f"stopped the run: {s.output.get('reason') or '(no reason)'}"
+        table.append(
+            [name, s.status.value, str(s.attempts), _time(s.started_at), _secs(s.duration), err]
+        )
+    _print_table(table)
+    return exits.OK
+
+
+def recover(args: argparse.Namespace) -> int:
+    ms = parse_duration_ms(args.older_than, what="--older-than")
+    app = App(
+        "flowkit-recover",
+        broker_url=args.broker_url,
+        database_url=args.database_url,
+        embedded_worker=False,
+    )
+    if app.settings.embedded:
+        raise ConfigurationError(
+            "the broker is memory:// (in-process), which no other process can reach: "
+            "`flowkit dev` recovers its runs when it starts"
+        )
+    try:
+        count = app.recover(older_than=(ms or 0) / 1000)
+    finally:
+        app.close()
+    print(f"re-published {count} step(s)")
+    return exits.OK
+
+
+def _run_dict(r: RunInfo) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "flow": r.flow,
+        "key": r.key,
+        "status": r.status.value,
+        "created_at": r.created_at.isoformat(),
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+        "duration": r.duration,
+        "error": _public_error(r.error),
+        "output": r.output,
+    }
+
+
+def _step_dict(s: StepInfo) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "item": s.item,
+        "status": s.status.value,
+        "queue": s.queue,
+        "attempts": s.attempts,
+        "started_at": s.started_at.isoformat() if s.started_at else None,
+        "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+        "duration": s.duration,
+        "error": s.error,
+    }
+
+
+def _public_error(err: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not err:
+        return None
+    return {k: err.get(k) for k in ("type", "message", "step", "attempt")}
+
+
+def _time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,311 @@
+"""``flowkit worker`` and ``flowkit dev``: serve a flow's queues with Dramatiq workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from ..errors import ConfigurationError, NotFoundError
+from . import exits
+from .loader import Target, load
+
+log = logging.getLogger("flowkit.worker")
+
+SEED_LOG_FORMAT = "%(asctime)s - [Worker PID:%(process)d] - %(name)s - %(levelname)s - %(message)s"
+_DEV_SWEEP_EVERY = 2.0
+_DEV_SWEEP_AGE = 5.0
+
+
+def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
+    w = sub.add_parser(
+        "worker",
+        parents=[common],
+        formatter_class=fmt,
+        help="run Dramatiq worker processes for a flow's stages",
+        description="Run worker processes that execute the steps of MODULE:ATTR "
+        "(an App, a Pipeline or a Workflow) from a shared broker (RabbitMQ).",
+        epilog=(
+            "examples:\n"
+            "  flowkit worker examples/exceptions/app.py:pipeline\n"
+            "  flowkit worker examples/exceptions/app.py:pipeline --stages triage --threads 4\n"
+            "  flowkit worker myapp.flows:app --queues ml --processes 2 "
+            "--log-file 'logs/worker_{index}.log'"
+        ),
+    )
+    _serve_options(w)
+    w.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes to run (default 1)",
+    )
+    w.add_argument("--process-index", type=int, default=None, help=argparse.SUPPRESS)
+    w.set_defaults(handler=run_worker)
+
+    d = sub.add_parser(
+        "dev",
+        parents=[common],
+        formatter_class=fmt,
+        help="run everything in one process (embedded default)",
+        description="Run workers for MODULE:ATTR inside this process, on the embedded default "
+        "(memory broker + SQLite) or the configured URLs. At start it re-publishes steps left "
+        "queued or running by a previous run, so an embedded run stopped with Ctrl+C resumes; "
+        "with the memory broker it also picks up runs submitted by other processes "
+        "(flowkit submit) within a few seconds.",
+        epilog="examples:\n  flowkit dev examples/exceptions/app.py:pipeline --threads 8",
+    )
+    _serve_options(d)
+    d.set_defaults(handler=run_dev, processes=1, process_index=None)
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    p.add_argument("--queues", "-Q", nargs="+", metavar="Q", help="serve only these queues")
+    p.add_argument("--stages", "-s", nargs="+", metavar="S", help="serve only these stages' queues")
+    p.add_argument(
+        "--threads",
+        "-t",
+        type=int,
+        default=8,
+        metavar="N",
+        help="worker threads per process (default 8)",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATTERN",
+        help="also log to this file; {index} and {pid} are replaced",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long running steps may take to finish",
+    )
+
+
+def select_queues(target: Target, queues: list[str] | None, stages: list[str] | None) -> set[str]:
+    """The queues a worker serves: named ones, the named stages' ones, or all of the target's.
+
+    Raises:
+        NotFoundError: an unknown stage or queue (listing the known ones).
+    """
+    by_stage: dict[str, set[str]] = {}
+    for flow in target.flows:
+        for stage in flow.steps.values():
+            by_stage.setdefault(stage.name, set()).add(stage.queue)
+    known_queues = set().union(*by_stage.values()) if by_stage else set()
+    selected: set[str] = set()
+    if stages:
+        for name in stages:
+            if name not in by_stage:
+                raise NotFoundError(
+                    f"no stage {name!r} in {target.spec} (stages: {', '.join(by_stage)})"
+                )
+            selected |= by_stage[name]
+    if queues:
+        for q in queues:
+            if q not in known_queues:
+                raise NotFoundError(
+                    f"no stage of {target.spec} uses queue {q!r} "
+                    f"(queues: {', '.join(sorted(known_queues))})"
+                )
+            selected.add(q)
+    if not selected:
+        selected = known_queues
+    if stages:
+        others = sorted(n for n, qs in by_stage.items() if n not in stages and qs & selected)
+        if others:
+            log.warning(
+                "stages %s share a queue with %s and will run here too",
+                ", ".join(others),
+                ", ".join(stages),
+            )
+    return selected
+
+
+def _setup_log_file(pattern: str | None, index: int) -> None:
+    if not pattern:
+        return
+    path = pattern.replace("{index}", str(index)).replace("{pid}", str(os.getpid()))
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(SEED_LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+
+
+def _load(args: argparse.Namespace) -> Target:
+    target = load(args.target)
+    if args.threads < 1:
+        raise ConfigurationError("--threads must be at least 1")
+    target.app.configure(
+        broker_url=args.broker_url,
+        database_url=args.database_url,
+        threads=args.threads,
+        embedded_worker=False,
+    )
+    return target
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise ConfigurationError("--processes must be at least 1")
+    target = _load(args)
+    if target.app.settings.embedded:
+        raise ConfigurationError(
+            "flowkit worker needs a broker shared between processes, but the broker is "
+            "memory:// (in-process): use `flowkit dev` to run everything in one process, "
+            "or set FLOWKIT_BROKER_URL=amqp://..."
+        )
+    queues = select_queues(target, args.queues, args.stages)
+    if args.processes > 1:
+        return _supervise(args)
+    return _serve(args, target, queues, dev=False)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    target = _load(args)
+    queues = select_queues(target, args.queues, args.stages)
+    return _serve(args, target, queues, dev=True)
+
+
+def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: bool) -> int:
+    from ..runtime.brokers import check_broker
+
+    index = args.process_index or 0
+    _setup_log_file(args.log_file, index)
+    app = target.app
+    app.store  # noqa: B018 - creates or upgrades the schema, or fails clearly now
+    check_broker(app.broker, app.settings.broker_url)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info(
+            "received %s, stopping (running steps may take up to %gs)",
+            signal.Signals(signum).name,
+            args.shutdown_timeout,
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if dev:
+        recovered = app.recover(older_than=0, all_running=app.settings.embedded)
+        if recovered:
+            log.info("resumed %d step(s) left by a previous run", recovered)
+    app.start_worker(queues=queues, threads=args.threads)
+    flows = ",".join(f.name for f in target.flows)
+    log.info(
+        "flowkit %s pid=%d flows=%s queues=%s threads=%d %s",
+        "dev" if dev else "worker",
+        os.getpid(),
+        flows,
+        ",".join(sorted(queues)),
+        args.threads,
+        app.describe(),
+    )
+    try:
+        while not stop.is_set():
+            if dev and app.settings.embedded:
+                stop.wait(_DEV_SWEEP_EVERY)
+                if not stop.is_set():
+                    app.recover(older_than=_DEV_SWEEP_AGE)
+            else:
+                stop.wait(3600)
+    finally:
+        app.stop_worker(timeout=args.shutdown_timeout)
+        app.close()
+        log.info("flowkit worker pid=%d stopped", os.getpid())
+    return exits.OK
+
+
+def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "flowkit",
+        "worker",
+        args.target,
+        "--processes",
+        "1",
+        "--process-index",
+        str(index),
+        "--threads",
+        str(args.threads),
+        "--shutdown-timeout",
+        str(args.shutdown_timeout),
+    ]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    if args.stages:
+        argv += ["--stages", *args.stages]
+    if args.log_file:
+        argv += ["--log-file", args.log_file]
+    if args.broker_url:
+        argv += ["--broker-url", args.broker_url]
+    if args.database_url:
+        argv += ["--database-url", args.database_url]
+    if args.verbose:
+        argv.append("--verbose")
+    return argv
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """Run ``--processes`` children, restart one that dies, stop them all on a signal."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    started: dict[int, float] = {}
+    quick_failures = 0
+    for i in range(args.processes):
+        children[i] = subprocess.Popen(_child_argv(args, i))
+        started[i] = time.monotonic()
+    log.info(
+        "flowkit worker supervisor pid=%d started %d processes: %s",
+        os.getpid(),
+        args.processes,
+        ", ".join(str(c.pid) for c in children.values()),
+    )
+    code = exits.OK
+    while not stopping.is_set():
+        stopping.wait(0.5)
+        for i, child in list(children.items()):
+            rc = child.poll()
+            if rc is None or stopping.is_set():
+                continue
+            lived = time.monotonic() - started[i]
+            quick_failures = quick_failures + 1 if lived < 5 else 0
+            if quick_failures >= 5:
+                log.error("worker processes keep exiting at start (last code %s); giving up", rc)
+                code = exits.UNEXPECTED
+                stopping.set()
+                break
+            log.warning("worker process %d (pid %d) exited with %s; restarting", i, child.pid, rc)
+            children[i] = subprocess.Popen(_child_argv(args, i))
+            started[i] = time.monotonic()
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + args.shutdown_timeout + 10
+    for child in children.values():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return code

@@ -1,0 +1,115 @@
+"""Resolve ``MODULE:ATTR`` (or ``path/to/file.py:ATTR``) to an App and its flows."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..app import App
+from ..errors import FlowkitError
+from ..flows import Flow
+
+__all__ = ["LoadError", "Target", "load"]
+
+
+class LoadError(FlowkitError):
+    """``MODULE:ATTR`` could not be imported or does not name an App or a flow."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ``MODULE:ATTR`` named: an App, and the flow if it named one."""
+
+    spec: str
+    app: App
+    flow: Flow | None
+
+    @property
+    def flows(self) -> list[Flow]:
+        return [self.flow] if self.flow is not None else self.app.flows
+
+
+def load(spec: str) -> Target:
+    """Import ``spec`` and return what it names.
+
+    Raises:
+        LoadError: a malformed spec, an import failure (with its cause) or an
+            attribute that is neither an App nor a Pipeline/Workflow.
+    """
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise LoadError(
+            f"{spec!r} is not MODULE:ATTR (e.g. myapp.flows:pipeline or "
+            "examples/exceptions/app.py:pipeline)"
+        )
+    module = _import(module_part, spec)
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise LoadError(f"module {module_part!r} has no attribute {attr!r}") from None
+    if isinstance(obj, App):
+        return Target(spec, obj, None)
+    if isinstance(obj, Flow):
+        return Target(spec, obj.app, obj)
+    raise LoadError(f"{spec} is a {type(obj).__name__}, not a flowkit App, Pipeline or Workflow")
+
+
+def _import(name: str, spec: str) -> object:
+    try:
+        if name.endswith(".py") or os.sep in name or "/" in name:
+            return _import_path(Path(name))
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return importlib.import_module(name)
+    except LoadError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise LoadError(f"no module named {name!r} (from {spec!r})") from None
+        raise LoadError(f"importing {name!r} failed: {_describe(exc)}") from exc
+    except FlowkitError as exc:
+        raise LoadError(f"importing {name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise LoadError(f"importing {name!r} failed: {_describe(exc)}") from exc
+
+
+def _import_path(path: Path) -> object:
+    if not path.is_file():
+        raise LoadError(f"no such file: {path}")
+    path = path.resolve()
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    mod_name = f"_flowkit_target_{path.stem}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[mod_name]
+        raise
+    return module
+
+
+def _describe(exc: BaseException) -> str:
+    where = ""
+    if isinstance(exc, SyntaxError):
+        where = f" ({exc.filename}:{exc.lineno})"
+    else:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+    return f"{type(exc).__name__}: {exc}{where}"
