@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+# The fixtures flowkit offers its users (flowkit_embedded), tested here too.
+pytest_plugins = ["flowkit.testing"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("FLOWKIT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RABBIT_URL = os.environ.get("FLOWKIT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")

@@ -293,6 +293,9 @@ class App:
                 broker,
                 queues=set(queues) if queues else None,
                 worker_threads=threads or self.threads,
+                # How often idle threads wake up, which bounds how long a stop
+                # takes; in-process queues are cheap to poll.
+                worker_timeout=100 if self.settings.embedded else 1000,
             )
             worker.start()
             self._worker = worker

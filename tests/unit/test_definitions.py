@@ -1,0 +1,204 @@
+"""Declaring stages and pipelines: options, annotations and edge type checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import flowkit
+from flowkit._types import is_assignable, parse_duration_ms
+
+
+class Raw(BaseModel):
+    tenant_id: str
+    value: int
+
+
+class Normalized(BaseModel):
+    tenant_id: str
+    value: int
+
+
+class Special(Normalized):
+    extra: str = ""
+
+
+class Other(BaseModel):
+    name: str
+
+
+@flowkit.stage
+def intake(raw: Raw) -> Normalized:
+    return Normalized(tenant_id=raw.tenant_id, value=raw.value)
+
+
+@flowkit.stage(queue="triage", retries=5, timeout="30s", min_backoff="10ms", max_backoff="1s")
+def triage(item: Normalized, ctx: flowkit.Context) -> Normalized | flowkit.Stop:
+    return item
+
+
+@flowkit.stage
+def other(item: Other) -> Other:
+    return item
+
+
+def test_bare_decorator_keeps_the_function_callable() -> None:
+    assert isinstance(intake, flowkit.Stage)
+    assert intake(Raw(tenant_id="t", value=1)) == Normalized(tenant_id="t", value=1)
+    assert intake.name == "intake"
+    assert intake.queue == "default"
+    assert intake.retries == 3
+    assert intake.input_type is Raw
+    assert intake.output_type is Normalized
+    assert not intake.takes_context
+
+
+def test_options_are_parsed() -> None:
+    assert triage.queue == "triage"
+    assert triage.retries == 5
+    assert triage.timeout_ms == 30_000
+    assert triage.min_backoff_ms == 10
+    assert triage.max_backoff_ms == 1_000
+    assert triage.takes_context
+    assert triage.output_type is Normalized  # Stop is stripped from the union
+
+
+def test_missing_input_annotation() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError, match="annotate the input parameter 'x'"):
+
+        @flowkit.stage
+        def bad(x):  # type: ignore[no-untyped-def]
+            return x
+
+
+def test_missing_return_annotation() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError, match="annotate the return type"):
+
+        @flowkit.stage
+        def bad(x: int):  # type: ignore[no-untyped-def]
+            return x
+
+
+def test_second_parameter_must_be_context() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError, match="must be a flowkit.Context"):
+
+        @flowkit.stage
+        def bad(x: int, y: int) -> int:
+            return x
+
+
+def test_too_many_parameters() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError, match="3 positional parameters"):
+
+        @flowkit.stage
+        def bad(x: int, ctx: flowkit.Context, z: int) -> int:
+            return x
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -1}, "retries must be an integer >= 0"),
+        ({"timeout": "soon"}, "expected a duration"),
+        ({"priority": 999}, "priority must be an integer in 0..255"),
+        ({"queue": "bad queue"}, "queue name 'bad queue' is not valid"),
+        ({"queue": "jobs.DQ"}, "reserves for delay and dead-letter"),
+        ({"name": "9lives"}, "is not a valid name"),
+        ({"min_backoff": "2s", "max_backoff": "1s"}, "max_backoff is smaller"),
+    ],
+)
+def test_bad_options(options: dict[str, Any], message: str) -> None:
+    def fn(x: int) -> int:
+        return x
+
+    with pytest.raises(flowkit.FlowkitError, match=message):
+        flowkit.stage(**options)(fn)
+
+
+def test_pipeline_checks_each_edge_and_names_both_stages() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError) as info:
+        flowkit.Pipeline("p", [intake, other])
+    message = str(info.value)
+    assert "'intake' returns Normalized" in message
+    assert "'other' takes Other" in message
+
+
+def test_pipeline_accepts_a_subclass_and_ignores_stop() -> None:
+    @flowkit.stage
+    def special(raw: Raw) -> Special:
+        return Special(tenant_id=raw.tenant_id, value=raw.value)
+
+    p = flowkit.Pipeline("ok", [special, triage])
+    assert p.entry is special
+    assert p.output_type is Normalized
+    assert p.after("special", {"x": 1})[0].name == "triage"
+    assert p.after("triage", {}) == []
+    assert p.remaining("special") == ["triage"]
+
+
+def test_pipeline_rejects_duplicates_empty_and_non_stages() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError, match="two stages are named 'intake'"):
+        flowkit.Pipeline("p", [intake, intake])
+    with pytest.raises(flowkit.FlowDefinitionError, match="has no stages"):
+        flowkit.Pipeline("p", [])
+    with pytest.raises(flowkit.FlowDefinitionError, match="decorate it with @flowkit.stage"):
+        flowkit.Pipeline("p", [lambda x: x])  # type: ignore[list-item]
+    with pytest.raises(flowkit.FlowDefinitionError, match="not valid"):
+        flowkit.Pipeline("bad name", [intake])
+
+
+def test_app_rejects_two_flows_with_one_name_and_flows_in_two_apps() -> None:
+    p1 = flowkit.Pipeline("same", [intake])
+    p2 = flowkit.Pipeline("same", [intake])
+    with pytest.raises(flowkit.FlowDefinitionError, match="two flows are named 'same'"):
+        flowkit.App("a", flows=[p1, p2])
+    flowkit.App("first", flows=[p1])
+    with pytest.raises(flowkit.FlowDefinitionError, match="already bound to App 'first'"):
+        flowkit.App("second", flows=[p1])
+
+
+def test_a_bare_pipeline_gets_a_default_app() -> None:
+    p = flowkit.Pipeline("lonely", [intake])
+    assert p.app.name == "lonely"
+    assert p.app.flow("lonely") is p
+    with pytest.raises(flowkit.FlowNotFound, match="known: lonely"):
+        p.app.flow("nope")
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "ok"),
+    [
+        (int, int, True),
+        (int, float, True),
+        (float, int, False),
+        (Special, Normalized, True),
+        (Normalized, Special, False),
+        (list[Special], list[Normalized], True),
+        (list[int], list[str], False),
+        (dict[str, int], dict[str, int], True),
+        (int | None, int, False),
+        (int, int | None, True),
+        (Any, Other, True),
+        (Other, Any, True),
+        (None, type(None), True),
+        (list[int], list, True),
+    ],
+)
+def test_is_assignable(src: Any, dst: Any, ok: bool) -> None:
+    assert is_assignable(src, dst) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [("250ms", 250), ("30s", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("1d", 86_400_000),
+     (1.5, 1_500), ("10", 10_000), (None, None)],
+)
+def test_durations(value: Any, ms: int | None) -> None:
+    assert parse_duration_ms(value, what="x") == ms
+
+
+def test_bad_duration() -> None:
+    with pytest.raises(flowkit.ConfigurationError, match="x: a duration cannot be negative"):
+        parse_duration_ms(-1, what="x")
