@@ -33,9 +33,7 @@ __all__ = ["drain", "embedded", "flowkit_embedded", "run_to_completion"]
 
 
 @contextmanager
-def embedded(
-    target: App | Flow, directory: str | Path, *, threads: int = 4
-) -> Iterator[App]:
+def embedded(target: App | Flow, directory: str | Path, *, threads: int = 4) -> Iterator[App]:
     """Run ``target``'s App on the memory broker and a fresh SQLite file in ``directory``.
 
     The App's worker threads start with the first submit. On exit the App is

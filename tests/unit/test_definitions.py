@@ -192,8 +192,16 @@ def test_is_assignable(src: Any, dst: Any, ok: bool) -> None:
 
 @pytest.mark.parametrize(
     ("value", "ms"),
-    [("250ms", 250), ("30s", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("1d", 86_400_000),
-     (1.5, 1_500), ("10", 10_000), (None, None)],
+    [
+        ("250ms", 250),
+        ("30s", 30_000),
+        ("5m", 300_000),
+        ("2h", 7_200_000),
+        ("1d", 86_400_000),
+        (1.5, 1_500),
+        ("10", 10_000),
+        (None, None),
+    ],
 )
 def test_durations(value: Any, ms: int | None) -> None:
     assert parse_duration_ms(value, what="x") == ms

@@ -234,15 +234,31 @@ def test_a_redelivery_after_a_crash_between_commit_and_publish_resumes_the_run(
         store = a.store
         claim = store.claim(step.id, "msg-1", lease_ms=60_000, starts_run=True)
         assert claim is not None
-        nxt = NewStep(id="f" * 32, name="receipt", queue="receipt",
-                      input={"tenant_id": "t1", "amount": 1, "total": 2})
-        assert store.complete(step_id=step.id, message_id="msg-1", run_id=run.id,
-                              output=nxt.input, next_steps=[nxt], finish_run=False)
+        nxt = NewStep(
+            id="f" * 32,
+            name="receipt",
+            queue="receipt",
+            input={"tenant_id": "t1", "amount": 1, "total": 2},
+        )
+        assert store.complete(
+            step_id=step.id,
+            message_id="msg-1",
+            run_id=run.id,
+            output=nxt.input,
+            next_steps=[nxt],
+            finish_run=False,
+        )
         # The broker redelivers the unacknowledged message, same id.
-        a.broker.enqueue(dramatiq.Message(
-            queue_name="price", actor_name="orders.price", args=(),
-            kwargs={"step_id": step.id, "run_id": run.id, "key": None}, options={},
-            message_id="msg-1"))
+        a.broker.enqueue(
+            dramatiq.Message(
+                queue_name="price",
+                actor_name="orders.price",
+                args=(),
+                kwargs={"step_id": step.id, "run_id": run.id, "key": None},
+                options={},
+                message_id="msg-1",
+            )
+        )
         a.start_worker()
         assert run.result(timeout=10).total == 2
     assert calls["price"] == 0  # not run again: only its successor was published
@@ -267,7 +283,6 @@ def test_many_runs_complete_concurrently(orders: flowkit.App) -> None:
     assert [r.total for r in results] == [2 * (i + 1) for i in range(100)]
     counts = Counter(r.status for r in orders.runs(limit=200))
     assert counts == {flowkit.RunStatus.SUCCEEDED: 100}
-
 
 
 def test_the_pytest_fixture_embeds_an_app(flowkit_embedded) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -138,6 +139,12 @@ def _read_data(raw: str) -> Any:
 
 
 def submit(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        # With --wait the steps run in this process: their failures are reported
+        # as the command's one-line error (and by `flowkit runs show`), not as logs.
+        logging.getLogger().setLevel(logging.WARNING)
+        for name in ("flowkit.engine", "dramatiq"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     data = _read_data(args.data)
     target = load(args.target)
     app = target.app

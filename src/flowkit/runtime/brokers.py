@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dramatiq
@@ -69,9 +70,16 @@ def check_broker(broker: dramatiq.Broker, url: str) -> None:
     """
     if isinstance(broker, StubBroker):
         return
+    pika_log = logging.getLogger("pika")
+    level = pika_log.level
+    # pika logs each failed attempt with a traceback; the error below says it once.
+    pika_log.setLevel(logging.CRITICAL)
     try:
         broker.connection  # type: ignore[attr-defined]  # noqa: B018 - connecting is the check
     except Exception as exc:
         raise BrokerError(
-            f"cannot connect to broker {mask_url(url)}: {type(exc).__name__}"
+            f"cannot connect to broker {mask_url(url)} ({type(exc).__name__}): "
+            "is RabbitMQ running and reachable, and are the credentials right?"
         ) from exc
+    finally:
+        pika_log.setLevel(level)

@@ -1,0 +1,224 @@
+"""The ``flowkit`` command: help, one-line errors with named exit codes, submit and runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+FLOWS = str(HERE / "sample_flows.py")
+COMMANDS = [
+    ["worker"],
+    ["dev"],
+    ["submit"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["recover"],
+    ["db", "upgrade"],
+]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "FLOWKIT_BROKER_URL": "memory://",
+        "FLOWKIT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "FLOWKIT_DEBUG": "",
+    }
+
+
+def _one_line_error(result: Any) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("flowkit:")]
+    assert lines, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(cli: Any, command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.returncode == 0
+    assert "example" in result.stdout
+
+
+def test_top_level_help_lists_commands_and_exit_codes(cli: Any) -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    for word in ("worker", "dev", "submit", "runs", "recover", "db", "exit codes"):
+        assert word in result.stdout
+
+
+def test_no_command_is_a_usage_error(cli: Any) -> None:
+    assert cli().returncode == 2
+
+
+def test_submit_and_wait_prints_the_result(cli: Any, env: dict[str, str]) -> None:
+    result = cli(
+        "submit",
+        f"{FLOWS}:pipeline",
+        "--data",
+        '{"tenant_id": "t", "amount": 4}',
+        "--wait",
+        "--timeout",
+        "30",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    run_id, *rest = result.stdout.splitlines()
+    assert len(run_id) == 32
+    assert json.loads("\n".join(rest)) == {"tenant_id": "t", "total": 8}
+    shown = cli("runs", "show", run_id, env=env)
+    assert shown.returncode == 0
+    assert "succeeded" in shown.stdout and "price" in shown.stdout and "explode" in shown.stdout
+    listed = cli("runs", "list", "--json", env=env)
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [run_id]
+
+
+def test_a_failed_run_exits_8_when_waited_for(cli: Any, env: dict[str, str]) -> None:
+    result = cli(
+        "submit",
+        f"{FLOWS}:pipeline",
+        "--data",
+        '{"tenant_id": "boom", "amount": 1}',
+        "--wait",
+        "--timeout",
+        "30",
+        env=env,
+    )
+    assert result.returncode == 8
+    assert "exploded on purpose" in _one_line_error(result)
+    failed = cli("runs", "list", "--status", "failed", env=env)
+    assert "failed" in failed.stdout
+    run_id = result.stdout.split()[0]
+    shown = cli("runs", "show", run_id, env=env)
+    assert "RuntimeError: exploded on purpose" in shown.stdout
+
+
+def test_submit_from_a_file_and_a_duplicate_key(
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "order.json"
+    data.write_text('{"tenant_id": "t", "amount": 1}')
+    first = cli("submit", f"{FLOWS}:pipeline", "--data", f"@{data}", "--key", "t:1", env=env)
+    second = cli("submit", f"{FLOWS}:pipeline", "--data", f"@{data}", "--key", "t:1", env=env)
+    assert first.returncode == second.returncode == 0
+    assert first.stdout == second.stdout
+    assert "already names run" in second.stderr
+    assert "flowkit dev" in first.stderr  # memory broker: it says where the run will run
+    assert len(cli("runs", "list", "--json", env=env).stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"tenant_id": "t"}', "amount: Field required"),
+        ('{"tenant_id": "t", "amount": "many"}', "amount: Input should be a valid integer"),
+        ("[1, 2]", "Input should be a valid dictionary"),
+    ],
+)
+def test_bad_data_exits_4_and_enqueues_nothing(
+    cli: Any, env: dict[str, str], data: str, message: str
+) -> None:
+    result = cli("submit", f"{FLOWS}:pipeline", "--data", data, env=env)
+    assert result.returncode == 4
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    listed = cli("runs", "list", "--json", env=env)
+    assert listed.stdout.strip() == "" or listed.returncode == 7
+
+
+def test_a_missing_data_file_is_one_line(cli: Any, env: dict[str, str]) -> None:
+    result = cli("submit", f"{FLOWS}:pipeline", "--data", "@/nonexistent.json", env=env)
+    assert result.returncode == 2
+    assert "cannot read" in _one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz:app", "no module named 'no_such_module_xyz'"),
+        (f"{FLOWS}:missing", "has no attribute 'missing'"),
+        (f"{FLOWS}:not_a_flow", "is a int, not a flowkit App"),
+        ("/nonexistent/flows.py:app", "no such file"),
+        ("just_a_module", "is not MODULE:ATTR"),
+    ],
+)
+def test_bad_targets_exit_3(cli: Any, env: dict[str, str], target: str, message: str) -> None:
+    result = cli("submit", target, "--data", "{}", env=env)
+    assert result.returncode == 3
+    assert message in _one_line_error(result)
+
+
+def test_an_app_with_several_flows_needs_flow(cli: Any, env: dict[str, str]) -> None:
+    result = cli("submit", f"{FLOWS}:app", "--data", "{}", env=env)
+    assert result.returncode == 2
+    assert "--flow" in _one_line_error(result)
+    unknown = cli("submit", f"{FLOWS}:app", "--flow", "nope", "--data", "{}", env=env)
+    assert unknown.returncode == 5
+    assert "known: cli-orders, cli-other" in _one_line_error(unknown)
+
+
+def test_unknown_run_exits_5(cli: Any, env: dict[str, str]) -> None:
+    assert cli("db", "upgrade", env=env).returncode == 0
+    result = cli("runs", "show", "0" * 32, env=env)
+    assert result.returncode == 5
+    assert "no run" in _one_line_error(result)
+
+
+def test_runs_on_a_database_without_schema_exits_7(cli: Any, env: dict[str, str]) -> None:
+    result = cli("runs", "list", env=env)
+    assert result.returncode == 7
+    assert "flowkit db upgrade" in _one_line_error(result)
+
+
+def test_db_upgrade_twice(cli: Any, env: dict[str, str]) -> None:
+    first = cli("db", "upgrade", env=env)
+    second = cli("db", "upgrade", env=env)
+    assert "upgraded from empty to revision" in first.stdout
+    assert "already at revision" in second.stdout
+
+
+def test_worker_refuses_the_memory_broker(cli: Any, env: dict[str, str]) -> None:
+    result = cli("worker", f"{FLOWS}:pipeline", env=env)
+    assert result.returncode == 2
+    assert "flowkit dev" in _one_line_error(result)
+
+
+def test_unknown_stage_or_queue_exits_5(cli: Any, env: dict[str, str]) -> None:
+    env = {**env, "FLOWKIT_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/"}
+    stage = cli("worker", f"{FLOWS}:pipeline", "--stages", "nope", env=env)
+    assert stage.returncode == 5
+    assert "stages: price, explode" in _one_line_error(stage)
+    queue = cli("worker", f"{FLOWS}:pipeline", "--queues", "nope", env=env)
+    assert queue.returncode == 5
+    assert "queues: cli.fail, cli.price" in _one_line_error(queue)
+
+
+def test_passwords_are_masked_in_errors(cli: Any, tmp_path: Path) -> None:
+    env = {"FLOWKIT_DATABASE_URL": "postgresql://user:s3cret@127.0.0.1:1/db"}
+    result = cli("runs", "list", env=env)
+    assert result.returncode == 6
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "***" in result.stderr
+    env = {
+        "FLOWKIT_BROKER_URL": "amqp://user:s3cret@127.0.0.1:1/",
+        "FLOWKIT_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+    }
+    worker = cli("worker", f"{FLOWS}:pipeline", env=env)
+    assert worker.returncode == 6
+    assert "s3cret" not in worker.stderr + worker.stdout
+    assert "Traceback" not in worker.stderr
+
+
+def test_bad_urls_are_usage_errors(cli: Any, env: dict[str, str]) -> None:
+    result = cli("runs", "list", "--database-url", "mysql://root@localhost/x", env=env)
+    assert result.returncode == 2
+    assert "not supported" in _one_line_error(result)
+    result = cli(
+        "submit", f"{FLOWS}:pipeline", "--data", "{}", "--broker-url", "redis://x", env=env
+    )
+    assert result.returncode in (2, 4)
