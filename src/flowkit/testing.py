@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .app import App, Run
+from .errors import ConfigurationError
 from .flows import Flow
 
 __all__ = ["drain", "embedded", "flowkit_embedded", "run_to_completion"]
@@ -82,8 +83,12 @@ def drain(app: App, *, timeout: float = 30.0) -> None:
     Useful after submitting runs whose handles you did not keep. Retries
     scheduled with a backoff count as pending work, so keep backoffs short in tests.
     """
+    from dramatiq.brokers.stub import StubBroker
+
     worker = app.start_worker()
     broker = app.broker
+    if not isinstance(broker, StubBroker):
+        raise ConfigurationError("drain() works on the embedded memory broker only")
     ms = int(timeout * 1000)
     for _ in range(100):
         for queue in list(broker.queues):

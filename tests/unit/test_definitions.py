@@ -82,7 +82,7 @@ def test_missing_return_annotation() -> None:
 
 
 def test_second_parameter_must_be_context() -> None:
-    with pytest.raises(flowkit.FlowDefinitionError, match="must be a flowkit.Context"):
+    with pytest.raises(flowkit.FlowDefinitionError, match=r"must be a flowkit\.Context"):
 
         @flowkit.stage
         def bad(x: int, y: int) -> int:
@@ -143,7 +143,7 @@ def test_pipeline_rejects_duplicates_empty_and_non_stages() -> None:
         flowkit.Pipeline("p", [intake, intake])
     with pytest.raises(flowkit.FlowDefinitionError, match="has no stages"):
         flowkit.Pipeline("p", [])
-    with pytest.raises(flowkit.FlowDefinitionError, match="decorate it with @flowkit.stage"):
+    with pytest.raises(flowkit.FlowDefinitionError, match=r"decorate it with @flowkit\.stage"):
         flowkit.Pipeline("p", [lambda x: x])  # type: ignore[list-item]
     with pytest.raises(flowkit.FlowDefinitionError, match="not valid"):
         flowkit.Pipeline("bad name", [intake])

@@ -166,7 +166,7 @@ def test_a_step_failing_past_its_retries_fails_the_run_with_the_error(
     assert err.error_message == "the receipt printer is on fire"
     assert err.traceback is not None and "raise ValueError" in err.traceback
     assert run.status() is flowkit.RunStatus.FAILED
-    price_step, receipt_step = run.steps()
+    _, receipt_step = run.steps()
     assert receipt_step.status is flowkit.StepStatus.FAILED
     assert receipt_step.attempts == 3  # 1 + retries=2
     assert calls["receipt:broken"] == 3
