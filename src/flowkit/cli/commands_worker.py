@@ -19,8 +19,8 @@ from .loader import Target, load
 log = logging.getLogger("flowkit.worker")
 
 SEED_LOG_FORMAT = "%(asctime)s - [Worker PID:%(process)d] - %(name)s - %(levelname)s - %(message)s"
-_DEV_SWEEP_EVERY = 2.0
-_DEV_SWEEP_AGE = 5.0
+_DEV_SWEEP_EVERY = 1.0
+_DEV_SWEEP_AGE = 2.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:

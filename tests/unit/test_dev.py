@@ -1,0 +1,108 @@
+"""``flowkit dev``: one process, embedded default, resumes and picks up outside submits."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowkit
+from conftest import flowkit_cmd
+
+FLOWS = str(Path(__file__).parent / "sample_flows.py")
+
+
+class Proc:
+    """A running command whose stderr lines can be awaited."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not seen in: {''.join(self.seen)}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "FLOWKIT_BROKER_URL": "memory://",
+        "FLOWKIT_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+    }
+
+
+@pytest.fixture
+def dev(env: dict[str, str]) -> Iterator[Proc]:
+    p = Proc(flowkit_cmd("dev", f"{FLOWS}:pipeline", "--threads", "2"), env)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_dev_runs_what_another_process_submits(dev: Proc, cli: Any, env: dict[str, str]) -> None:
+    start = dev.wait_for("flowkit dev pid=")
+    assert "queues=cli.fail,cli.price" in start and "threads=2" in start
+    assert "broker=memory://" in start
+    sub = cli("submit", f"{FLOWS}:pipeline", "--data", '{"tenant_id": "t", "amount": 2}', env=env)
+    run_id = sub.stdout.strip()
+    dev.wait_for("recovery sweep re-published 1 step")
+    with flowkit.App("check", database_url=env["FLOWKIT_DATABASE_URL"]) as app:
+        assert app.run(run_id).wait(timeout=30) is flowkit.RunStatus.SUCCEEDED
+    assert dev.stop() == 0
+
+
+def test_dev_resumes_runs_left_by_a_previous_process(cli: Any, env: dict[str, str]) -> None:
+    submitted = cli(
+        "submit", f"{FLOWS}:pipeline", "--data", '{"tenant_id": "t", "amount": 1}', env=env
+    )
+    run_id = submitted.stdout.strip()
+    p = Proc(flowkit_cmd("dev", f"{FLOWS}:pipeline"), env)
+    try:
+        p.wait_for("resumed 1 step(s) left by a previous run")
+        with flowkit.App("check", database_url=env["FLOWKIT_DATABASE_URL"]) as app:
+            assert app.run(run_id).wait(timeout=30) is flowkit.RunStatus.SUCCEEDED
+    finally:
+        assert p.stop() == 0
