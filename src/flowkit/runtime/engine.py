@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from .._ids import new_id
 from ..context import Context
-from ..errors import BrokerError, InputValidationError, StepTimeout
+from ..errors import BrokerError, InputValidationError, StepTimeout, StoreError
 from ..flows import Flow
 from ..stage import Stage, Stop
 from ..store import Claim, NewStep, Store
@@ -165,7 +165,28 @@ class Engine:
     def execute(
         self, flow: Flow, stage: Stage[Any, Any], step_id: str, run_id: str, key: str | None
     ) -> None:
-        """Run one delivered step message (called by the step's Dramatiq actor)."""
+        """Run one delivered step message (called by the step's Dramatiq actor).
+
+        If the database or the broker fails underneath, the message is sent
+        again later (the same message id, so a redelivery can resume) rather
+        than dropped: the step runs at least once, and is recorded once.
+        """
+        try:
+            self._execute(flow, stage, step_id, run_id, key)
+        except (StoreError, BrokerError) as exc:
+            delay = random.randint(1_000, 5_000)
+            log.warning(
+                "step %s of run %s: %s; the message comes back in %.1fs",
+                stage.name,
+                run_id,
+                exc,
+                delay / 1000,
+            )
+            raise dramatiq.Retry(str(exc), delay=delay) from exc
+
+    def _execute(
+        self, flow: Flow, stage: Stage[Any, Any], step_id: str, run_id: str, key: str | None
+    ) -> None:
         message = CurrentMessage.get_current_message()
         message_id = message.message_id if message is not None else new_id()
         lease = (stage.timeout_ms + _LEASE_MARGIN_MS) if stage.timeout_ms else DEFAULT_LEASE_MS

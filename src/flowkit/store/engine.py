@@ -53,7 +53,10 @@ def create_engine(url: str, *, pool_size: int = 10) -> Engine:
     elif backend == "postgresql":
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
-        kwargs["pool_pre_ping"] = True
+        # No pre-ping: it costs a round trip per transaction. A connection that
+        # died is invalidated by the pool on first use, and the runtime retries
+        # the message (see Engine.execute).
+        kwargs["pool_recycle"] = 1800
     else:
         raise ConfigurationError(
             f"database {backend!r} is not supported: use sqlite:/// or postgresql://"

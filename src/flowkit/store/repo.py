@@ -111,13 +111,9 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def _tx(self, *, durable: bool = True) -> Iterator[Connection]:
+    def _tx(self) -> Iterator[Connection]:
         try:
             with self.engine.begin() as conn:
-                if not durable and self.dialect == "postgresql":
-                    # Losing this commit in a database crash is harmless (the step
-                    # is simply claimed again), so don't wait for the WAL flush.
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
         except IntegrityError:
             raise
@@ -221,7 +217,7 @@ class Store:
             )
             .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input)
         )
-        with self._tx(durable=False) as conn:
+        with self._tx() as conn:
             row = conn.execute(stmt).first()
             if row is None:
                 return None
