@@ -29,11 +29,13 @@ class Context:
         flow: the flow's name.
         step: the step's name (the stage name).
         attempt: 1 for the first try, 2 for the first retry, and so on.
-        idempotency_key: ``"<run_id>:<step>"``, identical across retries and
+        idempotency_key: ``"<run_id>:<step>"`` (``"<run_id>:<step>[<item>]"`` for a
+            fanned-out item), identical across retries and
             redeliveries of this step; use it to make side effects exactly-once
             (a unique column, an ``Idempotency-Key`` header).
         key: the run's own idempotency key given at submit, if any.
         tenant_id: the input's ``tenant_id`` field when it has one.
+        item: for a fanned-out step (``each=True``), the item's position.
         logger: a :class:`logging.Logger`-like adapter whose records carry run,
             step, key and tenant.
 
@@ -47,6 +49,7 @@ class Context:
     idempotency_key: str
     key: str | None = None
     tenant_id: str | None = None
+    item: int | None = None
     logger: logging.LoggerAdapter = field(init=False, repr=False)  # type: ignore[type-arg]
 
     def __post_init__(self) -> None:
@@ -56,6 +59,7 @@ class Context:
                 "run_id": self.run_id,
                 "step": self.step,
                 "attempt": self.attempt,
+                "item": self.item,
                 "key": self.key,
                 "tenant_id": self.tenant_id,
             },

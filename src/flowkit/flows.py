@@ -2,15 +2,16 @@
 
 A flow is a declaration. It knows its steps, their types and which steps
 follow which; it never touches the broker or the database itself. The
-runtime (:mod:`flowkit.runtime.engine`) asks it two questions: *which step
-starts a run* and *what comes after this step*.
+runtime (:mod:`flowkit.runtime.plan`) reads its graph: the entry steps, each
+step's parents and children, which steps fan out (``each``) and which wait
+for several completions (joins).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._types import is_assignable, type_name
@@ -20,68 +21,115 @@ from .stage import Stage
 if TYPE_CHECKING:
     from .app import App, Run
 
-__all__ = ["Flow", "NextStep", "Pipeline"]
+__all__ = ["Flow", "Pipeline"]
 
 _FLOW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 
 
-@dataclass(frozen=True)
-class NextStep:
-    """A step the runtime must queue after another one finished."""
-
-    name: str
-    input: Any
+def validate_flow_name(name: str, kind: str) -> str:
+    if not isinstance(name, str) or not _FLOW_NAME.match(name):
+        raise FlowDefinitionError(
+            f"{kind} name {name!r} is not valid: use letters, digits, '_', '.', '-'"
+        )
+    return name
 
 
 class Flow:
-    """Base class of :class:`Pipeline` (and, later, workflows): a named graph of stages."""
+    """Base class of :class:`Pipeline` and :class:`~flowkit.Workflow`: a named graph of stages.
+
+    The graph is read through a few methods; subclasses fill :attr:`steps`,
+    ``_parents`` and ``_children`` (and ``_each`` for fan-out steps).
+    """
 
     kind = "flow"
 
-    def __init__(self, name: str, steps: Sequence[Stage[Any, Any]]) -> None:
-        if not isinstance(name, str) or not _FLOW_NAME.match(name):
-            raise FlowDefinitionError(
-                f"flow name {name!r} is not valid: use letters, digits, '_', '.', '-'"
-            )
-        self.name = name
+    def __init__(self, name: str) -> None:
+        self.name = validate_flow_name(name, self.kind)
         self.steps: dict[str, Stage[Any, Any]] = {}
-        for s in steps:
-            if not isinstance(s, Stage):
-                raise FlowDefinitionError(
-                    f"{self.kind} {name!r}: {s!r} is not a stage; decorate it with @flowkit.stage"
-                )
-            if s.name in self.steps:
-                raise FlowDefinitionError(
-                    f"{self.kind} {name!r}: two stages are named {s.name!r}; "
-                    "give one a different name with @flowkit.stage(name=...)"
-                )
-            self.steps[s.name] = s
-        if not self.steps:
-            raise FlowDefinitionError(f"{self.kind} {name!r} has no stages")
+        self._parents: dict[str, list[str]] = {}
+        self._children: dict[str, list[str]] = {}
+        self._each: set[str] = set()
         self._app: App | None = None
+        #: event names that start this flow (``app.emit``); empty for pipelines
+        self.events: tuple[str, ...] = ()
 
-    # -- what the runtime asks -------------------------------------------------
+    def _add(self, stage: Stage[Any, Any]) -> None:
+        if not isinstance(stage, Stage):
+            raise FlowDefinitionError(
+                f"{self.kind} {self.name!r}: {stage!r} is not a stage; "
+                "decorate it with @flowkit.stage"
+            )
+        if stage.name in self.steps:
+            raise FlowDefinitionError(
+                f"{self.kind} {self.name!r}: two steps are named {stage.name!r}; "
+                "give one a different name with name=..."
+            )
+        self.steps[stage.name] = stage
+        self._parents.setdefault(stage.name, [])
+        self._children.setdefault(stage.name, [])
+
+    # -- the graph the runtime reads ------------------------------------------
+    def _ensure_built(self) -> None:
+        """Validate the graph once it is complete (workflows add steps over time)."""
+
+    @property
+    def entries(self) -> list[Stage[Any, Any]]:
+        """The steps that receive the run's input (no parents)."""
+        self._ensure_built()
+        return [s for n, s in self.steps.items() if not self._parents[n]]
+
     @property
     def entry(self) -> Stage[Any, Any]:
-        """The stage that receives the run's input."""
-        raise NotImplementedError
+        """The first entry step; its input type is the flow's input type."""
+        return self.entries[0]
+
+    def parents(self, step: str) -> list[str]:
+        self._ensure_built()
+        return list(self._parents[step])
+
+    def children(self, step: str) -> list[str]:
+        """Names of the steps that directly follow ``step``."""
+        self._ensure_built()
+        return list(self._children[step])
+
+    # Kept for the runtime's duplicate-delivery path.
+    successors = children
+
+    def is_each(self, step: str) -> bool:
+        """Whether ``step`` runs once per item of its parent's output list."""
+        return step in self._each
+
+    def is_join(self, step: str) -> bool:
+        """Whether ``step`` waits for several completions (several parents, or a fan-out)."""
+        parents = self._parents[step]
+        return len(parents) > 1 or any(p in self._each for p in parents)
+
+    def sinks(self) -> list[str]:
+        """Steps with no children: the run succeeds when all of them have."""
+        self._ensure_built()
+        return [n for n in self.steps if not self._children[n]]
+
+    def order(self) -> list[str]:
+        """Step names in declaration order (a topological order)."""
+        self._ensure_built()
+        return list(self.steps)
 
     @property
     def output_type(self) -> Any:
-        """The type of a finished run's result."""
-        raise NotImplementedError
+        """The type of a finished run's result: the single sink's output type."""
+        sinks = self.sinks()
+        if len(sinks) == 1:
+            out = self.steps[sinks[0]].output_type
+            return list[out] if sinks[0] in self._each else out  # type: ignore[valid-type]
+        return dict[str, Any]
 
-    def after(self, step: str, output: Any) -> list[NextStep]:
-        """The steps to queue once ``step`` succeeded with ``output`` (JSON form)."""
-        raise NotImplementedError
+    def settles(self, join: str, parent: str) -> bool:
+        """Whether ``join`` takes every item of ``parent``, failed or not (``Settled``)."""
+        return False
 
     def remaining(self, step: str) -> list[str]:
-        """Steps that will never run once ``step`` stopped the run early."""
-        raise NotImplementedError
-
-    def successors(self, step: str) -> list[str]:
-        """Names of the steps that directly follow ``step``."""
-        raise NotImplementedError
+        """Steps never created because ``step`` stopped the run early (for the timeline)."""
+        return []
 
     def queues(self) -> set[str]:
         return {s.queue for s in self.steps.values()}
@@ -103,6 +151,7 @@ class Flow:
                 f"{self.kind} {self.name!r} is already bound to App {self._app.name!r}; "
                 "a flow belongs to one App"
             )
+        self._ensure_built()
         self._app = app
 
     def submit(self, input: Any, *, key: str | None = None) -> Run:
@@ -110,7 +159,7 @@ class Flow:
         return self.app.submit(self, input, key=key)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}: {' -> '.join(self.steps)}>"
+        return f"<{type(self).__name__} {self.name}: {', '.join(self.steps)}>"
 
 
 class Pipeline(Flow):
@@ -135,11 +184,15 @@ class Pipeline(Flow):
     kind = "pipeline"
 
     def __init__(self, name: str, stages: Sequence[Stage[Any, Any]]) -> None:
+        super().__init__(name)
         if isinstance(stages, Stage) or not isinstance(stages, Sequence):
             raise FlowDefinitionError(f"pipeline {name!r}: pass the stages as a list")
-        super().__init__(name, stages)
-        self._order = list(self.steps)
-        for left, right in zip(self._order, self._order[1:], strict=False):
+        for s in stages:
+            self._add(s)
+        if not self.steps:
+            raise FlowDefinitionError(f"pipeline {name!r} has no stages")
+        order = list(self.steps)
+        for left, right in itertools.pairwise(order):
             out_t = self.steps[left].output_type
             in_t = self.steps[right].input_type
             if not is_assignable(out_t, in_t):
@@ -147,25 +200,10 @@ class Pipeline(Flow):
                     f"pipeline {name!r}: stage {left!r} returns {type_name(out_t)} but the next "
                     f"stage {right!r} takes {type_name(in_t)}"
                 )
-
-    @property
-    def entry(self) -> Stage[Any, Any]:
-        return self.steps[self._order[0]]
-
-    @property
-    def output_type(self) -> Any:
-        return self.steps[self._order[-1]].output_type
-
-    def after(self, step: str, output: Any) -> list[NextStep]:
-        i = self._order.index(step)
-        if i + 1 == len(self._order):
-            return []
-        return [NextStep(self._order[i + 1], output)]
+            self._children[left].append(right)
+            self._parents[right].append(left)
 
     def remaining(self, step: str) -> list[str]:
-        return self._order[self._order.index(step) + 1 :]
-
-    def successors(self, step: str) -> list[str]:
-        """Names of the steps that directly follow ``step``."""
-        i = self._order.index(step)
-        return self._order[i + 1 : i + 2]
+        """The stages after ``step``, which never run once it stopped the run early."""
+        order = list(self.steps)
+        return order[order.index(step) + 1 :]

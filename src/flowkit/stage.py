@@ -5,12 +5,12 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, create_model
 
 from ._types import parse_duration_ms, strip_type, type_name
 from .context import Context
@@ -58,6 +58,18 @@ def _validate_name(value: str, *, what: str) -> str:
     return value
 
 
+_EVENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")
+
+
+def validate_event_name(value: str, *, what: str) -> str:
+    """Check an event name such as ``loan:application:uploaded``."""
+    if not isinstance(value, str) or not _EVENT.match(value):
+        raise FlowDefinitionError(
+            f"{what}: event name {value!r} is not valid: use letters, digits and '_.:/-'"
+        )
+    return value
+
+
 def validate_queue_name(value: str, *, what: str) -> str:
     """Check a queue name is safe for RabbitMQ and Dramatiq."""
     if not isinstance(value, str) or not QUEUE_NAME.match(value):
@@ -91,6 +103,7 @@ class Stage(Generic[In, Out]):
         max_backoff: str | float | None = None,
         timeout: str | float | None = None,
         priority: int = 0,
+        inputs: Sequence[str] | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flowkit.stage expects a function, got {fn!r}")
@@ -113,7 +126,13 @@ class Stage(Generic[In, Out]):
         if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255:
             raise ConfigurationError(f"{what}: priority must be an integer in 0..255")
         self.priority = priority
-        self.input_type, self.output_type, self.takes_context = self._signature()
+        #: for a step with several parents: the parameter names, one per parent
+        self.inputs: tuple[str, ...] | None = tuple(inputs) if inputs else None
+        self._context_param: str | None = None
+        if self.inputs:
+            self.input_type, self.output_type, self.takes_context = self._signature_multi()
+        else:
+            self.input_type, self.output_type, self.takes_context = self._signature()
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__wrapped__ = fn
@@ -154,6 +173,52 @@ class Stage(Generic[In, Out]):
             takes_context = True
         output = strip_type(hints["return"], Stop)
         return hints[first.name], output, takes_context
+
+    def _signature_multi(self) -> tuple[Any, Any, bool]:
+        """A step with several parents takes one parameter per parent, by name."""
+        what = f"step {self.name!r}"
+        assert self.inputs is not None
+        try:
+            hints = typing.get_type_hints(self.fn)
+        except Exception as exc:
+            raise FlowDefinitionError(f"{what}: cannot resolve its type hints ({exc})") from exc
+        params = list(inspect.signature(self.fn).parameters.values())
+        takes_context = False
+        fields: dict[str, Any] = {}
+        for p in params:
+            ann = hints.get(p.name)
+            if ann is Context:
+                takes_context = True
+                self._context_param = p.name
+                continue
+            if ann is None:
+                raise FlowDefinitionError(f"{what}: annotate parameter {p.name!r} with its type")
+            fields[p.name] = (ann, ...)
+        if set(fields) != set(self.inputs):
+            raise FlowDefinitionError(
+                f"{what} follows {', '.join(self.inputs)}: name one parameter after each "
+                f"parent step (found {', '.join(fields) or 'none'})"
+            )
+        if "return" not in hints:
+            raise FlowDefinitionError(
+                f"{what}: annotate the return type (use '-> None' if it returns nothing)"
+            )
+        model = create_model(f"{self.name}_inputs", **fields)
+        return model, strip_type(hints["return"], Stop), takes_context
+
+    def param_type(self, name: str) -> Any:
+        """The declared type of one parent's parameter (several-parent steps)."""
+        fields = self.input_type.model_fields
+        return fields[name].annotation
+
+    def invoke(self, value: Any, ctx: Context) -> Any:
+        """Call the function with a validated input (and the context if it takes one)."""
+        if self.inputs:
+            kwargs = {n: getattr(value, n) for n in self.inputs}
+            if self._context_param:
+                kwargs[self._context_param] = ctx
+            return self.fn(**kwargs)
+        return self.fn(value, ctx) if self.takes_context else self.fn(value)
 
     @cached_property
     def input_adapter(self) -> TypeAdapter[Any]:

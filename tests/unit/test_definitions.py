@@ -133,13 +133,15 @@ def test_pipeline_accepts_a_subclass_and_ignores_stop() -> None:
     p = flowkit.Pipeline("ok", [special, triage])
     assert p.entry is special
     assert p.output_type is Normalized
-    assert p.after("special", {"x": 1})[0].name == "triage"
-    assert p.after("triage", {}) == []
+    assert p.children("special") == ["triage"]
+    assert p.children("triage") == []
+    assert p.parents("triage") == ["special"]
+    assert p.sinks() == ["triage"]
     assert p.remaining("special") == ["triage"]
 
 
 def test_pipeline_rejects_duplicates_empty_and_non_stages() -> None:
-    with pytest.raises(flowkit.FlowDefinitionError, match="two stages are named 'intake'"):
+    with pytest.raises(flowkit.FlowDefinitionError, match="two steps are named 'intake'"):
         flowkit.Pipeline("p", [intake, intake])
     with pytest.raises(flowkit.FlowDefinitionError, match="has no stages"):
         flowkit.Pipeline("p", [])

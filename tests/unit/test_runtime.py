@@ -245,8 +245,7 @@ def test_a_redelivery_after_a_crash_between_commit_and_publish_resumes_the_run(
             message_id="msg-1",
             run_id=run.id,
             output=nxt.input,
-            next_steps=[nxt],
-            finish_run=False,
+            inserts=[nxt],
         )
         # The broker redelivers the unacknowledged message, same id.
         a.broker.enqueue(

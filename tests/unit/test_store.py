@@ -109,17 +109,15 @@ def test_completion_is_recorded_once_and_queues_successors_once(store: Store) ->
         message_id="m1",
         run_id=run_id,
         output={"y": 2},
-        next_steps=[nxt],
-        finish_run=False,
-    )
+        inserts=[nxt],
+    ) == [nxt]
     dup = NewStep(id=new_id(), name="next", queue="q", input={"y": 2})
-    assert not store.complete(
+    assert None is store.complete(
         step_id=step.id,
         message_id="m2",
         run_id=run_id,
         output={"y": 3},
-        next_steps=[dup],
-        finish_run=True,
+        inserts=[dup],
     )
     steps = store.get_steps(run_id)
     assert [(s.name, s.status.value) for s in steps] == [("s0", "succeeded"), ("next", "queued")]

@@ -32,8 +32,10 @@ from ..context import Context
 from ..errors import BrokerError, InputValidationError, StepTimeout, StoreError
 from ..flows import Flow
 from ..stage import Stage, Stop
-from ..store import Claim, NewStep, Store
+from ..store import NO_STOP as _NO_STOP
+from ..store import Claim, Store
 from ..store.repo import utcnow
+from .plan import Plan, initial_rows, plan_completion, plan_settled_failure
 from .timeouts import time_limit
 
 if TYPE_CHECKING:
@@ -125,17 +127,19 @@ class Engine:
         return entry.input_adapter.dump_python(typed, mode="json")
 
     def submit(self, flow: Flow, value: Any, *, key: str | None) -> tuple[str, bool]:
-        """Store a new run and publish its first step; ``(run_id, created)``."""
+        """Store a new run and publish its first step(s); ``(run_id, created)``."""
         payload = self.validate_input(flow, value)
-        entry = flow.entry
-        first = NewStep(id=new_id(), name=entry.name, queue=entry.queue, input=payload)
+        return self.start(flow, payload, key=key)
+
+    def start(self, flow: Flow, payload: Any, *, key: str | None) -> tuple[str, bool]:
+        """Store a run for an already validated payload (JSON form) and publish it."""
+        first, waiting = initial_rows(flow, payload)
         created = self.store.create_run(
-            run_id=new_id(), flow=flow.name, key=key, input=payload, first=[first]
+            run_id=new_id(), flow=flow.name, key=key, input=payload, first=first, waiting=waiting
         )
         if created.created:
-            self.publish(
-                flow.name, created.run_id, key, [Outgoing(first.id, first.name, first.queue)]
-            )
+            out = [Outgoing(s.id, s.name, s.queue) for s in first]
+            self.publish(flow.name, created.run_id, key, out)
         return created.run_id, created.created
 
     def publish(self, flow: str, run_id: str, key: str | None, new: Sequence[Outgoing]) -> None:
@@ -191,10 +195,10 @@ class Engine:
         message_id = message.message_id if message is not None else new_id()
         lease = (stage.timeout_ms + _LEASE_MARGIN_MS) if stage.timeout_ms else DEFAULT_LEASE_MS
         claim = self.store.claim(
-            step_id, message_id, lease_ms=lease, starts_run=stage is flow.entry
+            step_id, message_id, lease_ms=lease, starts_run=not flow.parents(stage.name)
         )
         if claim is None:
-            self._duplicate(flow, step_id, message_id)
+            self._duplicate(flow, step_id, message_id, key)
             return
         try:
             value = stage.input_adapter.validate_python(claim.input)
@@ -204,62 +208,62 @@ class Engine:
                 errors=_validation_errors(exc),
                 stage=stage.name,
             )
-            self._final_failure(flow, stage, step_id, claim, err)
+            self._final_failure(flow, stage, step_id, claim, err, message_id)
             raise StepFailed(str(err)) from None
         tenant = getattr(value, "tenant_id", None)
+        suffix = "" if claim.item is None else f"[{claim.item}]"
         ctx = Context(
             run_id=run_id,
             flow=flow.name,
             step=stage.name,
             attempt=claim.attempts,
-            idempotency_key=f"{run_id}:{stage.name}",
+            idempotency_key=f"{run_id}:{stage.name}{suffix}",
             key=key,
             tenant_id=tenant if isinstance(tenant, str) else None,
+            item=claim.item,
         )
         try:
             with time_limit(stage.timeout_ms, f"step {stage.name!r}"):
-                result = stage.fn(value, ctx) if stage.takes_context else stage.fn(value)
-            output, run_output, nexts, skipped = self._advance(flow, stage, result)
+                result = stage.invoke(value, ctx)
+            if isinstance(result, Stop):
+                out = _jsonable(result.output)
+                output: Any = {"stopped": True, "reason": result.reason, "output": out}
+                plan, stop = Plan(), out
+            else:
+                output = stage.output_adapter.dump_python(
+                    stage.output_adapter.validate_python(result), mode="json"
+                )
+                plan, stop = plan_completion(flow, stage.name, claim.item, output), _NO_STOP
         except (Exception, StepTimeout) as exc:
-            self._attempt_failed(flow, stage, step_id, claim, exc)
+            self._attempt_failed(flow, stage, step_id, claim, exc, message_id)
             return
-        finish = not nexts
-        recorded = self.store.complete(
+        ready = self.store.complete(
             step_id=step_id,
             message_id=message_id,
             run_id=run_id,
             output=output,
-            next_steps=nexts,
-            finish_run=finish,
-            run_output=run_output,
-            skipped=skipped,
+            inserts=plan.inserts,
+            gates=plan.gates,
+            end=plan.end,
+            stop=stop,
+            skipped=flow.remaining(stage.name) if stop is not _NO_STOP else (),
         )
-        if not recorded:
+        if ready is None:
             log.info("step %s of run %s was already finished; result discarded", stage.name, run_id)
             return
-        if nexts:
-            self.publish(flow.name, run_id, key, [Outgoing(s.id, s.name, s.queue) for s in nexts])
-        else:
+        if ready:
+            self.publish(flow.name, run_id, key, [Outgoing(s.id, s.name, s.queue) for s in ready])
+        if plan.end is not None or stop is not _NO_STOP:
             self.app._notify_finished(run_id)
 
-    def _advance(
-        self, flow: Flow, stage: Stage[Any, Any], result: Any
-    ) -> tuple[Any, Any, list[NewStep], list[str]]:
-        """``(step output, run output, successors, skipped)`` for a step's return value."""
-        if isinstance(result, Stop):
-            out = _jsonable(result.output)
-            stored = {"stopped": True, "reason": result.reason, "output": out}
-            return stored, out, [], flow.remaining(stage.name)
-        typed = stage.output_adapter.validate_python(result)
-        output = stage.output_adapter.dump_python(typed, mode="json")
-        nexts = [
-            NewStep(id=new_id(), name=n.name, queue=flow.steps[n.name].queue, input=n.input)
-            for n in flow.after(stage.name, output)
-        ]
-        return output, (output if not nexts else None), nexts, []
-
     def _attempt_failed(
-        self, flow: Flow, stage: Stage[Any, Any], step_id: str, claim: Claim, exc: BaseException
+        self,
+        flow: Flow,
+        stage: Stage[Any, Any],
+        step_id: str,
+        claim: Claim,
+        exc: BaseException,
+        message_id: str,
     ) -> None:
         if claim.attempts <= stage.retries and not isinstance(exc, ValidationError):
             delay = backoff_ms(stage, claim.attempts)
@@ -277,13 +281,44 @@ class Engine:
                 delay / 1000,
             )
             raise dramatiq.Retry(f"{type(exc).__name__}", delay=delay) from exc
-        self._final_failure(flow, stage, step_id, claim, exc)
+        self._final_failure(flow, stage, step_id, claim, exc, message_id)
         raise StepFailed(f"{type(exc).__name__}: {_short(exc)}") from exc
 
     def _final_failure(
-        self, flow: Flow, stage: Stage[Any, Any], step_id: str, claim: Claim, exc: BaseException
+        self,
+        flow: Flow,
+        stage: Stage[Any, Any],
+        step_id: str,
+        claim: Claim,
+        exc: BaseException,
+        message_id: str,
     ) -> None:
         error = _error_record(exc, step=stage.name, attempt=claim.attempts)
+        settled = None if claim.item is None else plan_settled_failure(flow, stage.name)
+        if settled is not None:
+            # The join takes Settled[...]: this item's failure is an input, not the end.
+            ready = self.store.complete(
+                step_id=step_id,
+                message_id=message_id,
+                run_id=claim.run_id,
+                output=None,
+                gates=settled.gates,
+                failed=error,
+            )
+            log.warning(
+                "item %s of step %s in run %s failed after %d attempt(s): %s: %s",
+                claim.item,
+                stage.name,
+                claim.run_id,
+                claim.attempts,
+                type(exc).__name__,
+                _short(exc),
+            )
+            if ready:
+                self.publish(
+                    flow.name, claim.run_id, None, [Outgoing(s.id, s.name, s.queue) for s in ready]
+                )
+            return
         if self.store.fail(step_id, claim.run_id, error):
             log.error(
                 "run %s of %s failed in step %s after %d attempt(s): %s: %s",
@@ -297,21 +332,17 @@ class Engine:
             )
             self.app._notify_finished(claim.run_id)
 
-    def _duplicate(self, flow: Flow, step_id: str, message_id: str) -> None:
+    def _duplicate(self, flow: Flow, step_id: str, message_id: str, key: str | None) -> None:
         state = self.store.step_state(step_id)
         if state is None:
             log.warning("message for unknown step %s acknowledged and dropped", step_id)
             return
         status, claimed_by, run_id, name = state
-        if status == "succeeded" and claimed_by == message_id:
+        if status in ("succeeded", "failed") and claimed_by == message_id:
             # A redelivery of the very message that completed this step: its
-            # worker may have died before publishing the successors.
-            queued = self.store.queued_steps(run_id, flow.successors(name))
+            # worker may have died before publishing what follows.
+            queued = self.store.queued_steps(run_id, flow.children(name))
             if queued:
-                key = None
-                run = self.store.get_run(run_id)
-                if run is not None:
-                    key = run.key
                 log.info(
                     "re-publishing %d successor(s) of step %s in run %s", len(queued), name, run_id
                 )

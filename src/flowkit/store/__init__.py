@@ -1,5 +1,6 @@
 """Persistence: the only package that imports SQLAlchemy."""
 
-from .repo import Claim, DueStep, NewStep, Store
+from .repo import Store
+from .rows import NO_STOP, Claim, DueStep, Gate, NewStep, RunEnd, Source
 
-__all__ = ["Claim", "DueStep", "NewStep", "Store"]
+__all__ = ["NO_STOP", "Claim", "DueStep", "Gate", "NewStep", "RunEnd", "Source", "Store"]

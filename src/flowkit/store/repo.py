@@ -15,19 +15,26 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from .._ids import new_id
 from ..errors import StoreError
 from ..records import RunInfo, StepInfo
 from ..status import RunStatus, StepStatus
 from .engine import create_engine
+from .gates import finish_run as _finish_run
+from .gates import maybe_end as _maybe_end
+from .gates import move_gate as _move_gate
+from .gates import run_is_live as _run_is_live
+from .gates import skip_live as _skip_live
+from .rows import NO_STOP as _NO_STOP
+from .rows import Claim, DueStep, Gate, NewStep, RunEnd
 from .schema import runs, steps
 
-__all__ = ["Claim", "DueStep", "NewStep", "Store"]
+__all__ = ["Store"]
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
-_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
 
 
 def utcnow() -> datetime:
@@ -39,40 +46,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
-
-
-@dataclass(frozen=True)
-class NewStep:
-    """A step row to insert as ``queued``."""
-
-    id: str
-    name: str
-    queue: str
-    input: Any
-    item: int | None = None
-    scheduled_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a worker learns when it claims a step."""
-
-    run_id: str
-    name: str
-    attempts: int
-    input: Any
-
-
-@dataclass(frozen=True)
-class DueStep:
-    """A step the recovery sweep re-publishes."""
-
-    id: str
-    run_id: str
-    name: str
-    queue: str
-    flow: str
-    key: str | None
 
 
 @dataclass
@@ -115,12 +88,10 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError:
-            raise
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down or the connection broke: worth retrying later.
+            # Anything else (a bug, bad data) propagates as it is.
             raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {type(exc).__name__}: {exc}") from exc
 
     # -- submit ----------------------------------------------------------------
     def create_run(
@@ -131,6 +102,7 @@ class Store:
         key: str | None,
         input: Any,
         first: Sequence[NewStep],
+        waiting: Sequence[NewStep] = (),
     ) -> _Created:
         """Insert a run and its first steps; with a known key, return the existing run."""
         now = utcnow()
@@ -147,6 +119,7 @@ class Store:
                     )
                 )
                 self._insert_steps(conn, run_id, first, now)
+                self._insert_steps(conn, run_id, waiting, now, status=StepStatus.WAITING)
             return _Created(run_id, True, list(first))
         except IntegrityError:
             if key is None:
@@ -163,7 +136,13 @@ class Store:
             ).scalar_one_or_none()
 
     @staticmethod
-    def _insert_steps(conn: Connection, run_id: str, new: Sequence[NewStep], now: datetime) -> None:
+    def _insert_steps(
+        conn: Connection,
+        run_id: str,
+        new: Sequence[NewStep],
+        now: datetime,
+        status: StepStatus = StepStatus.QUEUED,
+    ) -> None:
         if not new:
             return
         conn.execute(
@@ -174,12 +153,13 @@ class Store:
                     "run_id": run_id,
                     "name": s.name,
                     "item": s.item,
-                    "status": StepStatus.QUEUED.value,
+                    "status": status.value,
                     "queue": s.queue,
                     "attempts": 0,
                     "input": s.input,
                     "created_at": now,
                     "scheduled_at": s.scheduled_at or now,
+                    "pending": s.pending,
                 }
                 for s in new
             ],
@@ -200,6 +180,7 @@ class Store:
             steps.update()
             .where(
                 steps.c.id == step_id,
+                _run_is_live(),
                 sa.or_(
                     steps.c.status == StepStatus.QUEUED.value,
                     sa.and_(
@@ -215,7 +196,7 @@ class Store:
                 started_at=now,
                 lease_until=now + timedelta(milliseconds=lease_ms),
             )
-            .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input)
+            .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item)
         )
         with self._tx() as conn:
             row = conn.execute(stmt).first()
@@ -227,7 +208,13 @@ class Store:
                     .where(runs.c.id == row.run_id, runs.c.status == RunStatus.PENDING.value)
                     .values(status=RunStatus.RUNNING.value, started_at=now)
                 )
-        return Claim(run_id=row.run_id, name=row.name, attempts=row.attempts, input=row.input)
+        return Claim(
+            run_id=row.run_id,
+            name=row.name,
+            attempts=row.attempts,
+            input=row.input,
+            item=row.item,
+        )
 
     def step_state(self, step_id: str) -> tuple[str, str | None, str, str] | None:
         """``(status, claimed_by, run_id, name)`` of a step, or ``None``."""
@@ -246,25 +233,33 @@ class Store:
         message_id: str,
         run_id: str,
         output: Any,
-        next_steps: Sequence[NewStep],
-        finish_run: bool,
-        run_output: Any = None,
+        inserts: Sequence[NewStep] = (),
+        gates: Sequence[Gate] = (),
+        end: RunEnd | None = None,
+        stop: Any = _NO_STOP,
         skipped: Sequence[str] = (),
-    ) -> bool:
-        """Record a step's output and queue its successors, atomically.
+        failed: dict[str, Any] | None = None,
+    ) -> list[NewStep] | None:
+        """Record a step's outcome and queue what follows, atomically.
 
-        Returns ``False`` (and changes nothing) if the step was already
-        finished: the caller then publishes nothing.
+        ``inserts`` are new queued steps, ``gates`` move join counters (a join
+        reaching zero is queued with its gathered input), ``end`` finishes the
+        run if no step is left, ``stop`` finishes it at once with that output
+        (skipping what is left). ``failed`` records a settled item's error
+        instead of an output.
+
+        Returns the steps to publish, or ``None`` (and changes nothing) if
+        the step was already finished or its run is over.
         """
         now = utcnow()
         with self._tx() as conn:
             done = conn.execute(
                 steps.update()
-                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP))
+                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP), _run_is_live())
                 .values(
-                    status=StepStatus.SUCCEEDED.value,
+                    status=(StepStatus.FAILED if failed else StepStatus.SUCCEEDED).value,
                     output=output,
-                    error=None,
+                    error=failed,
                     claimed_by=message_id,
                     finished_at=now,
                     lease_until=None,
@@ -272,32 +267,40 @@ class Store:
             )
             if done.rowcount != 1:
                 conn.rollback()
-                return False
-            self._insert_steps(conn, run_id, next_steps, now)
+                return None
+            self._insert_steps(conn, run_id, inserts, now)
+            ready = [*inserts]
+            for gate in gates:
+                opened = _move_gate(conn, run_id, gate, now)
+                if opened is not None:
+                    ready.append(opened)
             if skipped:
-                conn.execute(
-                    steps.insert(),
-                    [
-                        {
-                            "id": new_id(),
-                            "run_id": run_id,
-                            "name": name,
-                            "status": StepStatus.SKIPPED.value,
-                            "queue": "",
-                            "attempts": 0,
-                            "created_at": now,
-                            "finished_at": now,
-                        }
-                        for name in skipped
-                    ],
-                )
-            if finish_run:
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
-                    .values(status=RunStatus.SUCCEEDED.value, output=run_output, finished_at=now)
-                )
-        return True
+                self._insert_skipped(conn, run_id, skipped, now)
+            if stop is not _NO_STOP:
+                _skip_live(conn, run_id, now)
+                _finish_run(conn, run_id, RunStatus.SUCCEEDED, now, output=stop)
+            elif end is not None and not ready:
+                _maybe_end(conn, run_id, end, now)
+        return ready
+
+    @staticmethod
+    def _insert_skipped(conn: Connection, run_id: str, names: Sequence[str], now: datetime) -> None:
+        conn.execute(
+            steps.insert(),
+            [
+                {
+                    "id": new_id(),
+                    "run_id": run_id,
+                    "name": name,
+                    "status": StepStatus.SKIPPED.value,
+                    "queue": "",
+                    "attempts": 0,
+                    "created_at": now,
+                    "finished_at": now,
+                }
+                for name in names
+            ],
+        )
 
     def schedule_retry(self, step_id: str, error: dict[str, Any], due: datetime) -> bool:
         """Put a failed attempt back to ``queued`` with its error, due at ``due``."""
@@ -328,11 +331,8 @@ class Store:
             if res.rowcount != 1:
                 conn.rollback()
                 return False
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
-                .values(status=RunStatus.FAILED.value, error=error, finished_at=now)
-            )
+            _skip_live(conn, run_id, now)
+            _finish_run(conn, run_id, RunStatus.FAILED, now, error=error)
         return True
 
     def queued_steps(self, run_id: str, names: Sequence[str]) -> list[tuple[str, str, str]]:

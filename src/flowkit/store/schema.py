@@ -67,6 +67,8 @@ steps = sa.Table(
     sa.Column("finished_at", Timestamp, nullable=True),
     # A running step whose lease passed is presumed dead and may be re-published.
     sa.Column("lease_until", Timestamp, nullable=True),
+    # A waiting join: how many parent completions it still waits for.
+    sa.Column("pending", sa.Integer, nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
 )

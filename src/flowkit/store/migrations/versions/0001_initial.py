@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("started_at", Timestamp, nullable=True),
         sa.Column("finished_at", Timestamp, nullable=True),
         sa.Column("lease_until", Timestamp, nullable=True),
+        sa.Column("pending", sa.Integer, nullable=True),
     )
     op.create_index("ix_flowkit_steps_run", "flowkit_steps", ["run_id", "name"])
     op.create_index(

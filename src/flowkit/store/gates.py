@@ -1,0 +1,127 @@
+"""SQL for joins and run endings, used inside the completion transaction.
+
+A join is a ``waiting`` step row whose ``pending`` counter counts the
+completions it still waits for. Every completion that feeds it moves the
+counter in the same transaction that records the completion; the one that
+brings it to zero gathers the join's input and queues it. The counter row is
+locked by the UPDATE, so two workers can never both (or neither) open a join.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..status import RunStatus, StepStatus
+from .rows import Gate, NewStep, RunEnd, Source
+from .schema import runs, steps
+
+_LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value, StepStatus.WAITING.value)
+_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
+
+
+def run_is_live() -> sa.ColumnElement[bool]:
+    """``EXISTS`` clause: the step's run is not finished (so the step may change)."""
+    return sa.exists().where(runs.c.id == steps.c.run_id, runs.c.status.in_(_LIVE_RUN))
+
+
+def move_gate(conn: Connection, run_id: str, gate: Gate, now: datetime) -> NewStep | None:
+    """Move a join's counter; if it reaches zero, queue it and return it."""
+    row = conn.execute(
+        steps.update()
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.name == gate.name,
+            steps.c.status == StepStatus.WAITING.value,
+        )
+        .values(pending=steps.c.pending + gate.delta)
+        .returning(steps.c.id, steps.c.pending, steps.c.queue)
+    ).first()
+    if row is None or row.pending > 0:
+        return None
+    values = {s.name: gather(conn, run_id, s) for s in gate.sources}
+    payload = values if gate.multi else next(iter(values.values()))
+    conn.execute(
+        steps.update()
+        .where(steps.c.id == row.id)
+        .values(status=StepStatus.QUEUED.value, input=payload, scheduled_at=now, pending=0)
+    )
+    return NewStep(id=row.id, name=gate.name, queue=row.queue, input=payload)
+
+
+def gather(conn: Connection, run_id: str, source: Source) -> Any:
+    """The output of a parent step, or the list (or Settled form) of its items' outputs."""
+    if not source.each:
+        return conn.execute(
+            sa.select(steps.c.output).where(
+                steps.c.run_id == run_id,
+                steps.c.name == source.name,
+                steps.c.status == StepStatus.SUCCEEDED.value,
+            )
+        ).scalar()
+    rows = conn.execute(
+        sa.select(steps.c.item, steps.c.status, steps.c.input, steps.c.output, steps.c.error)
+        .where(steps.c.run_id == run_id, steps.c.name == source.name, steps.c.item.is_not(None))
+        .order_by(steps.c.item)
+    ).all()
+    results = [r.output for r in rows if r.status == StepStatus.SUCCEEDED.value]
+    if not source.settles:
+        return results
+    failures = [
+        {
+            "item": r.item,
+            "input": r.input,
+            "error_type": (r.error or {}).get("type", "Error"),
+            "message": (r.error or {}).get("message", ""),
+        }
+        for r in rows
+        if r.status == StepStatus.FAILED.value
+    ]
+    return {"results": results, "failures": failures}
+
+
+def skip_live(conn: Connection, run_id: str, now: datetime) -> None:
+    """Skip every queued or waiting step of a run that is ending."""
+    conn.execute(
+        steps.update()
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.status.in_((StepStatus.QUEUED.value, StepStatus.WAITING.value)),
+        )
+        .values(status=StepStatus.SKIPPED.value, finished_at=now)
+    )
+
+
+def finish_run(
+    conn: Connection,
+    run_id: str,
+    status: RunStatus,
+    now: datetime,
+    *,
+    output: Any = None,
+    error: Any = None,
+) -> bool:
+    res = conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
+        .values(status=status.value, output=output, error=error, finished_at=now)
+    )
+    return res.rowcount == 1
+
+
+def maybe_end(conn: Connection, run_id: str, end: RunEnd, now: datetime) -> bool:
+    """Finish the run if no step is left; the run row lock orders concurrent enders."""
+    conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id).with_for_update())
+    left = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(steps)
+        .where(steps.c.run_id == run_id, steps.c.status.in_(_LIVE_STEP))
+    ).scalar_one()
+    if left:
+        return False
+    outputs = {s.name: gather(conn, run_id, s) for s in end.sinks}
+    output = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+    return finish_run(conn, run_id, RunStatus.SUCCEEDED, now, output=output)

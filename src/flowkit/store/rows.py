@@ -1,0 +1,75 @@
+"""Plain records exchanged between the runtime and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["NO_STOP", "Claim", "DueStep", "Gate", "NewStep", "RunEnd", "Source"]
+
+#: ``Store.complete(stop=...)`` default: the step did not stop its run.
+NO_STOP: Any = object()
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """A step row to insert as ``queued``."""
+
+    id: str
+    name: str
+    queue: str
+    input: Any
+    item: int | None = None
+    scheduled_at: datetime | None = None
+    #: for a join created ``waiting``: how many completions it waits for
+    pending: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parent whose output feeds a join (or a sink whose output feeds the run's result)."""
+
+    name: str
+    each: bool
+    settles: bool = False
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Move a waiting join's counter by ``delta``; at zero it is queued with its input."""
+
+    name: str
+    delta: int
+    sources: tuple[Source, ...]
+    multi: bool
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """The completed step may be the last one: finish the run if nothing is left."""
+
+    sinks: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker learns when it claims a step."""
+
+    run_id: str
+    name: str
+    attempts: int
+    input: Any
+    item: int | None = None
+
+
+@dataclass(frozen=True)
+class DueStep:
+    """A step the recovery sweep re-publishes."""
+
+    id: str
+    run_id: str
+    name: str
+    queue: str
+    flow: str
+    key: str | None

@@ -1,0 +1,253 @@
+"""``flowkit.Workflow``: a DAG of typed steps with runtime fan-out and joins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, get_args, get_origin
+
+from ._types import is_assignable, type_name
+from .errors import FlowDefinitionError
+from .flows import Flow
+from .joins import settled_item_type
+from .stage import DEFAULT_RETRIES, Stage, validate_event_name
+
+__all__ = ["Workflow"]
+
+StepRef = Stage[Any, Any] | str
+
+
+def _list_item(tp: Any) -> Any | None:
+    """``T`` if ``tp`` is ``list[T]`` (or ``Sequence[T]``), else ``None``."""
+    origin = get_origin(tp)
+    if origin in (list, Sequence) or (isinstance(origin, type) and issubclass(origin, list)):
+        args = get_args(tp)
+        return args[0] if args else Any
+    return None
+
+
+class Workflow(Flow):
+    """A DAG of steps: ``after=`` edges, ``each=True`` fan-out, joins and an event trigger.
+
+    ::
+
+        matching = flowkit.Workflow("loan-matching", on="loan:application:uploaded")
+
+        @matching.step(timeout="60s")
+        def prepare(app: LoanApplication) -> list[LenderRef]: ...
+
+        @matching.step(after=prepare, each=True)      # one task per lender, in parallel
+        def match(lender: LenderRef) -> Match: ...
+
+        @matching.step(after=match)                   # the join: every Match, in order
+        def finalize(matches: list[Match]) -> Ranking: ...
+
+    A step with several parents names one parameter after each parent
+    (``def report(prepare: Prepared, match: list[Match])``). A join whose
+    parameter is ``flowkit.Settled[Match]`` runs once every item is done,
+    with the failures listed, instead of failing the run on the first one.
+
+    Types are checked along every edge, and unknown parents and cycles are
+    rejected, when the workflow is first used (bound to an App, submitted or
+    served); :meth:`validate` checks it on demand.
+
+    Parameters:
+        name: the flow's name, unique within its App.
+        on: an event name (or several) that starts this workflow via ``app.emit``.
+
+    .. versionadded:: 0.1
+    """
+
+    kind = "workflow"
+
+    def __init__(self, name: str, *, on: str | Sequence[str] | None = None) -> None:
+        super().__init__(name)
+        names = [on] if isinstance(on, str) else list(on or [])
+        self.events = tuple(validate_event_name(e, what=f"workflow {name!r}") for e in names)
+        self._after: dict[str, list[str]] = {}
+        self._built = False
+
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        after: StepRef | Sequence[StepRef] | None = None,
+        each: bool = False,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_backoff: str | float | None = None,
+        max_backoff: str | float | None = None,
+        timeout: str | float | None = None,
+        priority: int = 0,
+    ) -> Any:
+        """Declare a step of this workflow (usable bare or with options).
+
+        Parameters:
+            after: the parent step(s), as stage objects or names.
+            each: run once per item of the (single) parent's list output, in parallel.
+            name, queue, retries, min_backoff, max_backoff, timeout, priority:
+                as for :func:`flowkit.stage`.
+
+        Returns:
+            the :class:`~flowkit.Stage`, still callable as the plain function.
+        """
+        if after is None:
+            parents: list[str] = []
+        elif isinstance(after, (Stage, str)):
+            parents = [_ref_name(after)]
+        else:
+            parents = [_ref_name(a) for a in after]
+
+        def wrap(f: Callable[..., Any]) -> Stage[Any, Any]:
+            stage: Stage[Any, Any] = Stage(
+                f,
+                name=name,
+                queue=queue,
+                retries=retries,
+                min_backoff=min_backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+                priority=priority,
+                inputs=parents if len(parents) > 1 else None,
+            )
+            if len(set(parents)) != len(parents):
+                raise FlowDefinitionError(
+                    f"workflow {self.name!r}: step {stage.name!r} lists a parent twice"
+                )
+            if each and len(parents) != 1:
+                raise FlowDefinitionError(
+                    f"workflow {self.name!r}: step {stage.name!r} has each=True, so it needs "
+                    "exactly one parent whose output is a list"
+                )
+            self._add(stage)
+            self._after[stage.name] = parents
+            if each:
+                self._each.add(stage.name)
+            self._built = False
+            return stage
+
+        if fn is not None:
+            return wrap(fn)
+        return wrap
+
+    # -- validation ------------------------------------------------------------
+    def _ensure_built(self) -> None:
+        if not self._built:
+            self.validate()
+
+    def validate(self) -> None:
+        """Check the graph: parents exist, no cycles, and every edge's types agree.
+
+        Raises:
+            FlowDefinitionError: naming the steps involved.
+        """
+        if not self.steps:
+            raise FlowDefinitionError(f"workflow {self.name!r} has no steps")
+        for step, parents in self._after.items():
+            for p in parents:
+                if p not in self.steps:
+                    raise FlowDefinitionError(
+                        f"workflow {self.name!r}: step {step!r} runs after {p!r}, "
+                        f"which is not a step of this workflow (steps: {', '.join(self.steps)})"
+                    )
+        self._check_cycles()
+        for n in self.steps:
+            self._parents[n] = list(self._after[n])
+            self._children[n] = []
+        for n, parents in self._after.items():
+            for p in parents:
+                self._children[p].append(n)
+        for n in self._each:
+            if self._parents[n][0] in self._each:
+                raise FlowDefinitionError(
+                    f"workflow {self.name!r}: step {n!r} fans out over the items of "
+                    f"{self._parents[n][0]!r}, which is itself fanned out; "
+                    "nested fan-out is not supported: return a flat list instead"
+                )
+        self._check_types()
+        roots = [n for n in self.steps if not self._parents[n]]
+        first = self.steps[roots[0]].input_type
+        for r in roots[1:]:
+            if not is_assignable(first, self.steps[r].input_type):
+                raise FlowDefinitionError(
+                    f"workflow {self.name!r}: entry steps {roots[0]!r} and {r!r} both receive "
+                    f"the run's input but take {type_name(first)} and "
+                    f"{type_name(self.steps[r].input_type)}"
+                )
+        self._built = True
+
+    def _check_cycles(self) -> None:
+        state: dict[str, int] = {}
+        path: list[str] = []
+
+        def visit(n: str) -> None:
+            state[n] = 1
+            path.append(n)
+            for p in self._after[n]:
+                if state.get(p) == 1:
+                    cycle = [*path[path.index(p) :], p]
+                    raise FlowDefinitionError(
+                        f"workflow {self.name!r} has a cycle: {' -> '.join(reversed(cycle))}"
+                    )
+                if p not in state:
+                    visit(p)
+            path.pop()
+            state[n] = 2
+
+        for n in self.steps:
+            if n not in state:
+                visit(n)
+
+    def _check_types(self) -> None:
+        for child, parents in self._after.items():
+            stage = self.steps[child]
+            for p in parents:
+                produced = self.steps[p].output_type
+                expected = stage.param_type(p) if stage.inputs else stage.input_type
+                edge = f"workflow {self.name!r}: step {p!r} -> {child!r}"
+                if child in self._each:
+                    item = _list_item(produced)
+                    if item is None:
+                        raise FlowDefinitionError(
+                            f"{edge}: {child!r} has each=True but {p!r} returns "
+                            f"{type_name(produced)}, not a list"
+                        )
+                    if not is_assignable(item, expected):
+                        raise FlowDefinitionError(
+                            f"{edge}: {p!r} returns a list of {type_name(item)} but {child!r} "
+                            f"takes {type_name(expected)} for each item"
+                        )
+                    continue
+                if p in self._each:
+                    settled = settled_item_type(expected)
+                    wanted = settled if settled is not None else _list_item(expected)
+                    if wanted is None or not is_assignable(produced, wanted):
+                        raise FlowDefinitionError(
+                            f"{edge}: {child!r} joins the items of {p!r}, so it takes "
+                            f"list[{type_name(produced)}] (or flowkit.Settled"
+                            f"[{type_name(produced)}]), not {type_name(expected)}"
+                        )
+                    continue
+                if not is_assignable(produced, expected):
+                    raise FlowDefinitionError(
+                        f"{edge}: {p!r} returns {type_name(produced)} but {child!r} "
+                        f"takes {type_name(expected)}"
+                    )
+
+    def settles(self, join: str, parent: str) -> bool:
+        """Whether ``join`` takes ``Settled[...]`` for the items of ``parent``."""
+        stage = self.steps[join]
+        expected = stage.param_type(parent) if stage.inputs else stage.input_type
+        return settled_item_type(expected) is not None
+
+    def remaining(self, step: str) -> list[str]:
+        return []
+
+
+def _ref_name(ref: StepRef) -> str:
+    if isinstance(ref, Stage):
+        return ref.name
+    if isinstance(ref, str):
+        return ref
+    raise FlowDefinitionError(f"after= takes steps or step names, not {ref!r}")
