@@ -1,8 +1,8 @@
 """flowkit: durable, typed workflows on Dramatiq with SQL state.
 
-Declare stages with :func:`stage`, chain them in a :class:`Pipeline`, bind
-flows to a broker and a database with an :class:`App`, then ``submit``.
-Nothing connects at import.
+Declare stages with :func:`stage`, chain them in a :class:`Pipeline` or a
+:class:`Workflow`, bind flows to a broker and a database with an
+:class:`App`, then ``submit``. Nothing connects at import.
 """
 
 from .__about__ import __version__
@@ -16,6 +16,7 @@ from .errors import (
     FlowNotFound,
     InputValidationError,
     NotFoundError,
+    PermanentError,
     ResultTimeout,
     RunError,
     RunFailed,
@@ -25,9 +26,11 @@ from .errors import (
     StoreError,
 )
 from .flows import Flow, Pipeline
+from .joins import ItemFailure, Settled
 from .records import RunInfo, StepInfo
 from .stage import Stage, Stop, stage
 from .status import RunStatus, StepStatus
+from .workflows import Workflow
 
 __all__ = [
     # Declaring flows
@@ -37,6 +40,9 @@ __all__ = [
     "Context",
     "Flow",
     "Pipeline",
+    "Workflow",
+    "Settled",
+    "ItemFailure",
     # Running them
     "App",
     "Run",
@@ -52,6 +58,7 @@ __all__ = [
     "FlowNotFound",
     "InputValidationError",
     "NotFoundError",
+    "PermanentError",
     "ResultTimeout",
     "RunError",
     "RunFailed",

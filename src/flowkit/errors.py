@@ -14,6 +14,7 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     │   ├── RunFailed             the run ended ``failed``; carries the recorded error
     │   └── ResultTimeout         the run did not finish within the timeout
     ├── StepTimeout               a step ran past its ``timeout`` (recorded, then retried)
+    ├── PermanentError            raised by a step: fail it now, without retries
     ├── StoreError                the database could not be used
     │   └── SchemaVersionError    the schema is missing, or newer than this flowkit
     └── BrokerError               the broker could not be reached or refused a message
@@ -33,6 +34,7 @@ __all__ = [
     "FlowkitError",
     "InputValidationError",
     "NotFoundError",
+    "PermanentError",
     "ResultTimeout",
     "RunError",
     "RunFailed",
@@ -120,6 +122,16 @@ class ResultTimeout(RunError):
 
 class StepTimeout(FlowkitError):
     """A step ran longer than its ``timeout``; recorded as the step's error, then retried."""
+
+
+class PermanentError(FlowkitError):
+    """Raise it from a step to fail the step (and its run) at once, without retries.
+
+    For errors that another attempt cannot fix: bad data, a rejected request.
+    A pydantic ``ValidationError`` raised by a step is treated the same way.
+
+    .. versionadded:: 0.1
+    """
 
 
 class StoreError(FlowkitError):

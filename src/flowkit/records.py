@@ -61,6 +61,13 @@ class RunInfo:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: why a step ended the run early with :class:`~flowkit.Stop`, else ``None``
+    stop_reason: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a step ended the run early with :class:`~flowkit.Stop`."""
+        return self.stop_reason is not None
 
     @property
     def duration(self) -> float | None:

@@ -70,6 +70,8 @@ def receipt(p: Priced) -> Receipt:
         raise ConnectionError(f"flaky attempt {n}")
     if p.tenant_id == "broken":
         raise ValueError("the receipt printer is on fire")
+    if p.tenant_id == "refused":
+        raise flowkit.PermanentError("the customer said no")
     if p.tenant_id == "slow":
         for _ in range(300):  # simulated work that outlasts the timeout
             time.sleep(0.01)
@@ -173,6 +175,14 @@ def test_a_step_failing_past_its_retries_fails_the_run_with_the_error(
     assert run.info().error["type"] == "ValueError"  # type: ignore[index]
 
 
+def test_a_permanent_error_is_not_retried(orders: flowkit.App) -> None:
+    run = pipeline.submit({"tenant_id": "refused", "amount": 1})
+    with pytest.raises(flowkit.RunFailed, match="the customer said no"):
+        run.result(timeout=10)
+    assert run.steps()[1].attempts == 1
+    assert calls["receipt:refused"] == 1
+
+
 def test_an_output_of_the_wrong_type_fails_at_once(orders: flowkit.App) -> None:
     run = pipeline.submit({"tenant_id": "t1", "amount": -1})
     with pytest.raises(flowkit.RunFailed, match="ValidationError"):
@@ -190,6 +200,7 @@ def test_stop_ends_the_run_early_and_skips_the_rest(orders: flowkit.App) -> None
         ("receipt", flowkit.StepStatus.SKIPPED),
     ]
     assert run.steps()[0].output["reason"] == "nothing to price"
+    assert run.info().stopped and run.info().stop_reason == "nothing to price"
 
 
 def test_a_step_past_its_timeout_fails_with_step_timeout(tmp_path: Path) -> None:

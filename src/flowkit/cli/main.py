@@ -89,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowkit: interrupted", file=sys.stderr)
         return exits.INTERRUPTED
+    except BrokenPipeError:
+        # `flowkit runs list | head`: the reader left; Python's recommended exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exits.OK
     except FlowkitError as exc:
         if os.environ.get("FLOWKIT_DEBUG"):
             raise

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from .._ids import new_id
 from ..context import Context
-from ..errors import BrokerError, InputValidationError, StepTimeout, StoreError
+from ..errors import BrokerError, InputValidationError, PermanentError, StepTimeout, StoreError
 from ..flows import Flow
 from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
@@ -246,6 +246,7 @@ class Engine:
             gates=plan.gates,
             end=plan.end,
             stop=stop,
+            stop_reason=result.reason if isinstance(result, Stop) else None,
             skipped=flow.remaining(stage.name) if stop is not _NO_STOP else (),
         )
         if ready is None:
@@ -265,7 +266,9 @@ class Engine:
         exc: BaseException,
         message_id: str,
     ) -> None:
-        if claim.attempts <= stage.retries and not isinstance(exc, ValidationError):
+        if claim.attempts <= stage.retries and not isinstance(
+            exc, (ValidationError, PermanentError)
+        ):
             delay = backoff_ms(stage, claim.attempts)
             error = _error_record(exc, step=stage.name, attempt=claim.attempts)
             due = utcnow() + timedelta(milliseconds=delay)

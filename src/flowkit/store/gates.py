@@ -103,11 +103,18 @@ def finish_run(
     *,
     output: Any = None,
     error: Any = None,
+    stop_reason: str | None = None,
 ) -> bool:
     res = conn.execute(
         runs.update()
         .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
-        .values(status=status.value, output=output, error=error, finished_at=now)
+        .values(
+            status=status.value,
+            output=output,
+            error=error,
+            stop_reason=stop_reason,
+            finished_at=now,
+        )
     )
     return res.rowcount == 1
 

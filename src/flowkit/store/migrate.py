@@ -82,7 +82,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
         command.upgrade(_config(conn), "head")
     if before != SCHEMA_REVISION:
-        log.info("flowkit schema upgraded from %s to %s", before or "empty", SCHEMA_REVISION)
+        log.debug("flowkit schema upgraded from %s to %s", before or "empty", SCHEMA_REVISION)
     return before, SCHEMA_REVISION
 
 

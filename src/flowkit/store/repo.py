@@ -239,6 +239,7 @@ class Store:
         stop: Any = _NO_STOP,
         skipped: Sequence[str] = (),
         failed: dict[str, Any] | None = None,
+        stop_reason: str | None = None,
     ) -> list[NewStep] | None:
         """Record a step's outcome and queue what follows, atomically.
 
@@ -278,7 +279,14 @@ class Store:
                 self._insert_skipped(conn, run_id, skipped, now)
             if stop is not _NO_STOP:
                 _skip_live(conn, run_id, now)
-                _finish_run(conn, run_id, RunStatus.SUCCEEDED, now, output=stop)
+                _finish_run(
+                    conn,
+                    run_id,
+                    RunStatus.SUCCEEDED,
+                    now,
+                    output=stop,
+                    stop_reason=(stop_reason or "stopped")[:500],
+                )
             elif end is not None and not ready:
                 _maybe_end(conn, run_id, end, now)
         return ready
@@ -295,10 +303,11 @@ class Store:
                     "status": StepStatus.SKIPPED.value,
                     "queue": "",
                     "attempts": 0,
-                    "created_at": now,
+                    # Distinct times keep the timeline in flow order.
+                    "created_at": now + timedelta(microseconds=i + 1),
                     "finished_at": now,
                 }
-                for name in names
+                for i, name in enumerate(names)
             ],
         )
 
@@ -405,13 +414,15 @@ class Store:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
         return None if row is None else _run_info(row)
 
-    def run_state(self, run_id: str) -> tuple[str, Any, Any] | None:
-        """``(status, output, error)`` of a run: the cheap read ``Run.result()`` polls."""
+    def run_state(self, run_id: str) -> tuple[str, Any, Any, str | None] | None:
+        """``(status, output, error, stop_reason)``: the cheap read ``Run.result()`` polls."""
         with self._tx() as conn:
             row = conn.execute(
-                sa.select(runs.c.status, runs.c.output, runs.c.error).where(runs.c.id == run_id)
+                sa.select(runs.c.status, runs.c.output, runs.c.error, runs.c.stop_reason).where(
+                    runs.c.id == run_id
+                )
             ).first()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
     def list_runs(
         self,
@@ -476,4 +487,5 @@ def _run_info(r: Any) -> RunInfo:
         created_at=_aware(r.created_at) or utcnow(),
         started_at=_aware(r.started_at),
         finished_at=_aware(r.finished_at),
+        stop_reason=r.stop_reason,
     )

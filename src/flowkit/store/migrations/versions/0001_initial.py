@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("input", JSONType, nullable=True),
         sa.Column("output", JSONType, nullable=True),
         sa.Column("error", JSONType, nullable=True),
+        sa.Column("stop_reason", sa.String(500), nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("started_at", Timestamp, nullable=True),
         sa.Column("finished_at", Timestamp, nullable=True),
