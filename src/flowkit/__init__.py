@@ -11,6 +11,7 @@ from .context import Context
 from .errors import (
     BrokerError,
     ConfigurationError,
+    EventNotSubscribed,
     FlowDefinitionError,
     FlowkitError,
     FlowNotFound,
@@ -54,6 +55,7 @@ __all__ = [
     "FlowkitError",
     "BrokerError",
     "ConfigurationError",
+    "EventNotSubscribed",
     "FlowDefinitionError",
     "FlowNotFound",
     "InputValidationError",

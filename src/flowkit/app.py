@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from .config import Settings, mask_url
 from .errors import (
     ConfigurationError,
+    EventNotSubscribed,
     FlowDefinitionError,
     FlowNotFound,
     ResultTimeout,
@@ -230,6 +231,48 @@ class App:
         self._maybe_start_embedded()
         run_id, created = engine.submit(f, input, key=key)
         return Run(self, run_id, f.name, created=created)
+
+    def emit(self, event: str, payload: Any, *, key: str | None = None) -> list[Run]:
+        """Start every flow subscribed to ``event`` (``Workflow(on=...)``) with ``payload``.
+
+        The payload is validated against each subscriber's input type first;
+        if any rejects it, nothing is started.
+
+        Parameters:
+            event: the event's name, e.g. ``"loan:application:uploaded"``.
+            payload: the input for each subscribed flow.
+            key: an idempotency key, applied per flow.
+
+        Returns:
+            one :class:`Run` per subscribed flow.
+
+        Raises:
+            EventNotSubscribed: no flow subscribes to ``event``.
+            InputValidationError: a subscriber rejects the payload; nothing started.
+        """
+        flows = [f for f in self.flows if event in f.events]
+        if not flows:
+            known = sorted({e for f in self.flows for e in f.events})
+            raise EventNotSubscribed(
+                f"no flow of App {self.name!r} subscribes to event {event!r} "
+                f"(events: {', '.join(known) or 'none'})"
+            )
+        engine = self.engine
+        payloads = [(f, engine.validate_input(f, payload)) for f in flows]
+        self._maybe_start_embedded()
+        runs = []
+        for f, data in payloads:
+            run_id, created = engine.start(f, data, key=key)
+            runs.append(Run(self, run_id, f.name, created=created))
+        return runs
+
+    def events(self) -> dict[str, list[str]]:
+        """Each event name and the flows it starts."""
+        out: dict[str, list[str]] = {}
+        for f in self.flows:
+            for e in f.events:
+                out.setdefault(e, []).append(f.name)
+        return out
 
     def run(self, run_id: str) -> Run:
         """A handle on an existing run.

@@ -9,6 +9,7 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     ├── InputValidationError      a payload that does not match a stage's input type
     ├── NotFoundError
     │   ├── FlowNotFound          no flow of that name in the App
+    │   ├── EventNotSubscribed    app.emit() of an event no flow subscribes to
     │   └── RunNotFound           no run with that id in the store
     ├── RunError                  raised by Run.result()
     │   ├── RunFailed             the run ended ``failed``; carries the recorded error
@@ -29,6 +30,7 @@ from typing import Any
 __all__ = [
     "BrokerError",
     "ConfigurationError",
+    "EventNotSubscribed",
     "FlowDefinitionError",
     "FlowNotFound",
     "FlowkitError",
@@ -77,6 +79,10 @@ class NotFoundError(FlowkitError):
 
 class FlowNotFound(NotFoundError):
     """No flow of that name is registered in the App."""
+
+
+class EventNotSubscribed(NotFoundError):
+    """``app.emit()`` named an event that no flow of the App subscribes to."""
 
 
 class RunNotFound(NotFoundError):
