@@ -63,6 +63,9 @@ class App:
             database connection pool.
         embedded_worker: start in-process workers on first submit; default:
             only with ``memory://``.
+        llm_model: the default chat model of :mod:`flowkit.llm` steps.
+        llm_prices: USD per million prompt and completion tokens per model,
+            to record each LLM step's cost.
 
     Raises:
         FlowDefinitionError: two flows share a name, or a flow belongs to another App.
@@ -79,6 +82,8 @@ class App:
         database_url: str | None = None,
         threads: int = DEFAULT_THREADS,
         embedded_worker: bool | None = None,
+        llm_model: str | None = None,
+        llm_prices: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _APP_NAME.match(name):
             raise FlowDefinitionError(f"App name {name!r} is not valid")
@@ -94,6 +99,10 @@ class App:
             flow._bind(self)
         self._broker_url = broker_url
         self._database_url = database_url
+        #: default model for :mod:`flowkit.llm` (else ``$FLOWKIT_LLM_MODEL``)
+        self.llm_model = llm_model
+        #: USD per million tokens, ``{model: (prompt, completion)}``, for cost on steps
+        self.llm_prices = dict(llm_prices or {})
         self.threads = threads
         self._embedded_worker = embedded_worker
         self._settings: Settings | None = None

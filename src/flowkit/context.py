@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import App
 
 __all__ = ["Context"]
 
@@ -38,6 +41,8 @@ class Context:
         item: for a fanned-out step (``each=True``), the item's position.
         logger: a :class:`logging.Logger`-like adapter whose records carry run,
             step, key and tenant.
+        app: the :class:`~flowkit.App` running the step.
+        usage: LLM tokens and cost spent so far (see :meth:`record_usage`).
 
     .. versionadded:: 0.1
     """
@@ -50,7 +55,10 @@ class Context:
     key: str | None = None
     tenant_id: str | None = None
     item: int | None = None
+    app: App | None = field(default=None, repr=False)
     logger: logging.LoggerAdapter = field(init=False, repr=False)  # type: ignore[type-arg]
+    #: LLM usage so far in this attempt; recorded on the step when it ends
+    usage: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.logger = _StepLogger(
@@ -64,3 +72,29 @@ class Context:
                 "tenant_id": self.tenant_id,
             },
         )
+
+    def record_usage(
+        self,
+        *,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float | None = None,
+        cached: bool = False,
+    ) -> None:
+        """Add one model call's tokens (and cost) to the step's usage.
+
+        :mod:`flowkit.llm` calls it; steps that call other model APIs may too.
+        """
+        u = self.usage
+        u["calls"] = u.get("calls", 0) + 1
+        if cached:
+            u["cached_calls"] = u.get("cached_calls", 0) + 1
+        else:
+            u["prompt_tokens"] = u.get("prompt_tokens", 0) + prompt_tokens
+            u["completion_tokens"] = u.get("completion_tokens", 0) + completion_tokens
+            if cost is not None:
+                u["cost"] = round(u.get("cost", 0.0) + cost, 8)
+        models = u.setdefault("models", [])
+        if model not in models:
+            models.append(model)

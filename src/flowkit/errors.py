@@ -16,6 +16,7 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     │   └── ResultTimeout         the run did not finish within the timeout
     ├── StepTimeout               a step ran past its ``timeout`` (recorded, then retried)
     ├── PermanentError            raised by a step: fail it now, without retries
+    ├── RetryAfter                raised by a step: retry after this delay (an attempt)
     ├── StoreError                the database could not be used
     │   └── SchemaVersionError    the schema is missing, or newer than this flowkit
     └── BrokerError               the broker could not be reached or refused a message
@@ -38,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "PermanentError",
     "ResultTimeout",
+    "RetryAfter",
     "RunError",
     "RunFailed",
     "RunNotFound",
@@ -138,6 +140,23 @@ class PermanentError(FlowkitError):
 
     .. versionadded:: 0.1
     """
+
+
+class RetryAfter(FlowkitError):
+    """Raise it from a step to be retried after ``delay`` seconds (e.g. a 429's Retry-After).
+
+    The attempt counts against the step's ``retries`` like any other failure.
+
+    Parameters:
+        message: what happened.
+        delay: seconds to wait before the next attempt; ``None`` uses the backoff.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_ms = None if delay is None else max(0, int(delay * 1000))
 
 
 class StoreError(FlowkitError):

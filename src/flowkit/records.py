@@ -37,6 +37,8 @@ class StepInfo:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: LLM usage of the step (``prompt_tokens``, ``completion_tokens``, ``cost``, ``calls``)
+    usage: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:

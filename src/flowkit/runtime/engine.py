@@ -29,7 +29,14 @@ from pydantic import ValidationError
 
 from .._ids import new_id
 from ..context import Context
-from ..errors import BrokerError, InputValidationError, PermanentError, StepTimeout, StoreError
+from ..errors import (
+    BrokerError,
+    InputValidationError,
+    PermanentError,
+    RetryAfter,
+    StepTimeout,
+    StoreError,
+)
 from ..flows import Flow
 from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
@@ -221,6 +228,7 @@ class Engine:
             key=key,
             tenant_id=tenant if isinstance(tenant, str) else None,
             item=claim.item,
+            app=self.app,
         )
         try:
             with time_limit(stage.timeout_ms, f"step {stage.name!r}"):
@@ -235,7 +243,7 @@ class Engine:
                 )
                 plan, stop = plan_completion(flow, stage.name, claim.item, output), _NO_STOP
         except (Exception, StepTimeout) as exc:
-            self._attempt_failed(flow, stage, step_id, claim, exc, message_id)
+            self._attempt_failed(flow, stage, step_id, claim, exc, message_id, ctx.usage)
             return
         ready = self.store.complete(
             step_id=step_id,
@@ -247,6 +255,7 @@ class Engine:
             end=plan.end,
             stop=stop,
             stop_reason=result.reason if isinstance(result, Stop) else None,
+            usage=ctx.usage or None,
             skipped=flow.remaining(stage.name) if stop is not _NO_STOP else (),
         )
         if ready is None:
@@ -265,14 +274,17 @@ class Engine:
         claim: Claim,
         exc: BaseException,
         message_id: str,
+        usage: dict[str, Any] | None = None,
     ) -> None:
         if claim.attempts <= stage.retries and not isinstance(
             exc, (ValidationError, PermanentError)
         ):
             delay = backoff_ms(stage, claim.attempts)
+            if isinstance(exc, RetryAfter) and exc.delay_ms is not None:
+                delay = exc.delay_ms
             error = _error_record(exc, step=stage.name, attempt=claim.attempts)
             due = utcnow() + timedelta(milliseconds=delay)
-            self.store.schedule_retry(step_id, error, due)
+            self.store.schedule_retry(step_id, error, due, usage=usage or None)
             log.warning(
                 "step %s of run %s failed (attempt %d of %d): %s: %s; retrying in %.1fs",
                 stage.name,
@@ -284,7 +296,7 @@ class Engine:
                 delay / 1000,
             )
             raise dramatiq.Retry(f"{type(exc).__name__}", delay=delay) from exc
-        self._final_failure(flow, stage, step_id, claim, exc, message_id)
+        self._final_failure(flow, stage, step_id, claim, exc, message_id, usage)
         raise StepFailed(f"{type(exc).__name__}: {_short(exc)}") from exc
 
     def _final_failure(
@@ -295,6 +307,7 @@ class Engine:
         claim: Claim,
         exc: BaseException,
         message_id: str,
+        usage: dict[str, Any] | None = None,
     ) -> None:
         error = _error_record(exc, step=stage.name, attempt=claim.attempts)
         settled = None if claim.item is None else plan_settled_failure(flow, stage.name)
@@ -307,6 +320,7 @@ class Engine:
                 output=None,
                 gates=settled.gates,
                 failed=error,
+                usage=usage or None,
             )
             log.warning(
                 "item %s of step %s in run %s failed after %d attempt(s): %s: %s",
@@ -322,7 +336,7 @@ class Engine:
                     flow.name, claim.run_id, None, [Outgoing(s.id, s.name, s.queue) for s in ready]
                 )
             return
-        if self.store.fail(step_id, claim.run_id, error):
+        if self.store.fail(step_id, claim.run_id, error, usage=usage or None):
             log.error(
                 "run %s of %s failed in step %s after %d attempt(s): %s: %s",
                 claim.run_id,

@@ -29,7 +29,7 @@ from .gates import run_is_live as _run_is_live
 from .gates import skip_live as _skip_live
 from .rows import NO_STOP as _NO_STOP
 from .rows import Claim, DueStep, Gate, NewStep, RunEnd
-from .schema import runs, steps
+from .schema import llm_cache, runs, steps
 
 __all__ = ["Store"]
 
@@ -240,6 +240,7 @@ class Store:
         skipped: Sequence[str] = (),
         failed: dict[str, Any] | None = None,
         stop_reason: str | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> list[NewStep] | None:
         """Record a step's outcome and queue what follows, atomically.
 
@@ -264,6 +265,7 @@ class Store:
                     claimed_by=message_id,
                     finished_at=now,
                     lease_until=None,
+                    usage=usage,
                 )
             )
             if done.rowcount != 1:
@@ -311,7 +313,13 @@ class Store:
             ],
         )
 
-    def schedule_retry(self, step_id: str, error: dict[str, Any], due: datetime) -> bool:
+    def schedule_retry(
+        self,
+        step_id: str,
+        error: dict[str, Any],
+        due: datetime,
+        usage: dict[str, Any] | None = None,
+    ) -> bool:
         """Put a failed attempt back to ``queued`` with its error, due at ``due``."""
         with self._tx() as conn:
             res = conn.execute(
@@ -322,11 +330,18 @@ class Store:
                     error=error,
                     scheduled_at=due,
                     lease_until=None,
+                    usage=usage,
                 )
             )
         return res.rowcount == 1
 
-    def fail(self, step_id: str, run_id: str, error: dict[str, Any]) -> bool:
+    def fail(
+        self,
+        step_id: str,
+        run_id: str,
+        error: dict[str, Any],
+        usage: dict[str, Any] | None = None,
+    ) -> bool:
         """Mark a step and its run ``failed`` with the error, atomically."""
         now = utcnow()
         with self._tx() as conn:
@@ -334,7 +349,11 @@ class Store:
                 steps.update()
                 .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP))
                 .values(
-                    status=StepStatus.FAILED.value, error=error, finished_at=now, lease_until=None
+                    status=StepStatus.FAILED.value,
+                    error=error,
+                    finished_at=now,
+                    lease_until=None,
+                    usage=usage,
                 )
             )
             if res.rowcount != 1:
@@ -408,6 +427,36 @@ class Store:
                 )
         return [DueStep(r.id, r.run_id, r.name, r.queue, r.flow, r.key) for r in rows]
 
+    # -- the LLM response cache --------------------------------------------------
+    def cache_get(self, key: str) -> tuple[Any, int, int] | None:
+        """``(response, prompt_tokens, completion_tokens)`` cached under ``key``."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(
+                    llm_cache.c.response, llm_cache.c.prompt_tokens, llm_cache.c.completion_tokens
+                ).where(llm_cache.c.key == key)
+            ).first()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def cache_put(
+        self, key: str, *, model: str, response: Any, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Remember a response; a concurrent identical put is harmless."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    llm_cache.insert().values(
+                        key=key,
+                        model=model,
+                        response=response,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            pass
+
     # -- reading ---------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo | None:
         with self._tx() as conn:
@@ -470,6 +519,7 @@ class Store:
                 created_at=_aware(r.created_at) or utcnow(),
                 started_at=_aware(r.started_at),
                 finished_at=_aware(r.finished_at),
+                usage=r.usage,
             )
             for r in rows
         ]

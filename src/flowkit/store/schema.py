@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["SCHEMA_REVISION", "metadata", "runs", "steps"]
+__all__ = ["SCHEMA_REVISION", "llm_cache", "metadata", "runs", "steps"]
 
 #: The Alembic revision this version of flowkit expects at head.
 SCHEMA_REVISION = "0001"
@@ -71,6 +71,20 @@ steps = sa.Table(
     sa.Column("lease_until", Timestamp, nullable=True),
     # A waiting join: how many parent completions it still waits for.
     sa.Column("pending", sa.Integer, nullable=True),
+    # LLM tokens and cost spent by the step (flowkit.llm), when any.
+    sa.Column("usage", JSONType, nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
+)
+
+llm_cache = sa.Table(
+    "flowkit_llm_cache",
+    metadata,
+    # sha256 of (model, messages, schema): the same question asked again.
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("response", JSONType, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("completion_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", Timestamp, nullable=False),
 )

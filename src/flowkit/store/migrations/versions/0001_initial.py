@@ -1,4 +1,4 @@
-"""Runs and steps.
+"""Runs, steps and the LLM response cache.
 
 Revision ID: 0001
 Revises:
@@ -63,13 +63,25 @@ def upgrade() -> None:
         sa.Column("finished_at", Timestamp, nullable=True),
         sa.Column("lease_until", Timestamp, nullable=True),
         sa.Column("pending", sa.Integer, nullable=True),
+        sa.Column("usage", JSONType, nullable=True),
     )
     op.create_index("ix_flowkit_steps_run", "flowkit_steps", ["run_id", "name"])
     op.create_index(
         "ix_flowkit_steps_status_scheduled", "flowkit_steps", ["status", "scheduled_at"]
     )
 
+    op.create_table(
+        "flowkit_llm_cache",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("response", JSONType, nullable=False),
+        sa.Column("prompt_tokens", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("completion_tokens", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("created_at", Timestamp, nullable=False),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("flowkit_llm_cache")
     op.drop_table("flowkit_steps")
     op.drop_table("flowkit_runs")
