@@ -78,10 +78,20 @@ def is_assignable(src: Any, dst: Any) -> bool:
 
 
 def type_name(tp: Any) -> str:
-    """A short human name for a type, as a user would write it."""
+    """A short human name for a type, as a user would write it (``list[Match]``)."""
     if tp is None or tp is _NONE:
         return "None"
-    if isinstance(tp, type) and typing.get_origin(tp) is None:
+    if tp is Any:
+        return "Any"
+    args = _union_args(tp)
+    if args is not None:
+        return " | ".join(type_name(a) for a in args)
+    origin = typing.get_origin(tp)
+    if origin is not None:
+        params = ", ".join("..." if a is Ellipsis else type_name(a) for a in typing.get_args(tp))
+        base = getattr(origin, "__name__", str(origin).replace("typing.", ""))
+        return f"{base}[{params}]"
+    if isinstance(tp, type):
         return tp.__qualname__
     return str(tp).replace("typing.", "")
 

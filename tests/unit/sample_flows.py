@@ -30,6 +30,25 @@ def explode(total: Total) -> Total:
 
 
 pipeline = flowkit.Pipeline("cli-orders", [price, explode])
-other = flowkit.Pipeline("cli-other", [flowkit.stage(name="echo")(lambda_free := price.fn)])
-app = flowkit.App("cli", flows=[pipeline, other])
+other = flowkit.Pipeline("cli-other", [flowkit.stage(name="echo")(price.fn)])
+
+fan = flowkit.Workflow("cli-fan", on="fan:go")
+
+
+@fan.step
+def split(n: int) -> list[int]:
+    return list(range(n))
+
+
+@fan.step(after=split, each=True)
+def square(x: int) -> int:
+    return x * x
+
+
+@fan.step(after=square)
+def total(squares: list[int]) -> int:
+    return sum(squares)
+
+
+app = flowkit.App("cli", flows=[pipeline, other, fan])
 not_a_flow = 42

@@ -11,6 +11,8 @@ import pytest
 HERE = Path(__file__).parent
 FLOWS = str(HERE / "sample_flows.py")
 COMMANDS = [
+    ["emit"],
+    ["graph"],
     ["worker"],
     ["dev"],
     ["submit"],
@@ -159,7 +161,7 @@ def test_an_app_with_several_flows_needs_flow(cli: Any, env: dict[str, str]) -> 
     assert "--flow" in _one_line_error(result)
     unknown = cli("submit", f"{FLOWS}:app", "--flow", "nope", "--data", "{}", env=env)
     assert unknown.returncode == 5
-    assert "known: cli-orders, cli-other" in _one_line_error(unknown)
+    assert "known: cli-fan, cli-orders, cli-other" in _one_line_error(unknown)
 
 
 def test_unknown_run_exits_5(cli: Any, env: dict[str, str]) -> None:
@@ -222,3 +224,44 @@ def test_bad_urls_are_usage_errors(cli: Any, env: dict[str, str]) -> None:
         "submit", f"{FLOWS}:pipeline", "--data", "{}", "--broker-url", "redis://x", env=env
     )
     assert result.returncode in (2, 4)
+
+
+def test_emit_starts_the_subscribed_workflow_and_runs_show_groups_items(
+    cli: Any, env: dict[str, str]
+) -> None:
+    result = cli(
+        "emit", f"{FLOWS}:app", "fan:go", "--data", "4", "--wait", "--timeout", "30", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    first, *rest = result.stdout.splitlines()
+    flow, run_id = first.split()
+    assert flow == "cli-fan"
+    assert json.loads("\n".join(rest)) == 0 + 1 + 4 + 9
+    shown = cli("runs", "show", run_id, env=env)
+    assert "square x4" in shown.stdout
+    assert "4 succeeded" in shown.stdout
+    assert "slowest [" in shown.stdout
+    items = cli("runs", "show", run_id, "--items", env=env)
+    assert "square[3]" in items.stdout
+
+
+def test_emit_of_an_unknown_event_exits_5(cli: Any, env: dict[str, str]) -> None:
+    result = cli("emit", f"{FLOWS}:app", "nobody:listens", "--data", "{}", env=env)
+    assert result.returncode == 5
+    assert "events: fan:go" in _one_line_error(result)
+
+
+def test_emit_with_bad_data_exits_4(cli: Any, env: dict[str, str]) -> None:
+    result = cli("emit", f"{FLOWS}:app", "fan:go", "--data", '"many"', env=env)
+    assert result.returncode == 4
+    assert "valid integer" in result.stderr
+
+
+def test_graph_prints_mermaid_and_dot(cli: Any, tmp_path: Path) -> None:
+    mermaid = cli("graph", f"{FLOWS}:fan")
+    assert mermaid.returncode == 0
+    assert mermaid.stdout.startswith("flowchart TD")
+    assert "-->|each item|" in mermaid.stdout and "-->|all items|" in mermaid.stdout
+    dot = cli("graph", f"{FLOWS}:app", "--format", "dot", "--output", str(tmp_path / "g.dot"))
+    assert dot.returncode == 0
+    assert "digraph flowkit" in (tmp_path / "g.dot").read_text()

@@ -6,18 +6,18 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .._types import parse_duration_ms
-from ..app import App
+from ..app import App, Run
 from ..config import Settings
 from ..errors import ConfigurationError, InputValidationError, RunNotFound
 from ..records import RunInfo, StepInfo
 from ..status import RunStatus
 from . import exits
 from .loader import load
+from .timeline import print_run, print_table, secs_text, time_text
 
 
 def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
@@ -93,6 +93,11 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     )
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--items",
+        action="store_true",
+        help="list every fanned-out item instead of one line per step",
+    )
     show.set_defaults(handler=runs_show)
 
     rec = sub.add_parser(
@@ -115,7 +120,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     rec.set_defaults(handler=recover)
 
 
-def _read_data(raw: str) -> Any:
+def read_data(raw: str) -> Any:
     if raw == "-":
         text = sys.stdin.read()
         origin = "stdin"
@@ -145,7 +150,7 @@ def submit(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
         for name in ("flowkit.engine", "dramatiq"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    data = _read_data(args.data)
+    data = read_data(args.data)
     target = load(args.target)
     app = target.app
     flow = target.flow
@@ -165,10 +170,7 @@ def submit(args: argparse.Namespace) -> int:
     try:
         run = app.submit(flow, data, key=args.key)
     except InputValidationError as exc:
-        print(f"flowkit: invalid input for {flow.name!r} (nothing was enqueued):", file=sys.stderr)
-        for err in exc.errors:
-            loc = ".".join(str(p) for p in err.get("loc", [])) or "(root)"
-            print(f"  {loc}: {err.get('msg')}", file=sys.stderr)
+        print_validation_errors(flow.name, exc)
         return exits.INVALID_INPUT
     print(run.id)
     if not run.created:
@@ -177,17 +179,31 @@ def submit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.wait:
-        try:
-            result = run.result(timeout=args.timeout)
-        finally:
-            app.close()
-        print(json.dumps(_jsonable(result), indent=2, default=str))
-    elif app.settings.embedded:
+        return wait_and_print(app, [run], args.timeout)
+    if app.settings.embedded:
         print(
             "flowkit: the broker is memory:// (in-process): the run is stored and will run "
             "when `flowkit dev` serves this flow",
             file=sys.stderr,
         )
+    return exits.OK
+
+
+def print_validation_errors(what: str, exc: InputValidationError) -> None:
+    print(f"flowkit: invalid input for {what!r} (nothing was enqueued):", file=sys.stderr)
+    for err in exc.errors:
+        loc = ".".join(str(p) for p in err.get("loc", [])) or "(root)"
+        print(f"  {loc}: {err.get('msg')}", file=sys.stderr)
+
+
+def wait_and_print(app: App, runs: list[Run], timeout: float | None) -> int:
+    """Wait for each run (in this process with the memory broker) and print its result."""
+    try:
+        results = [run.result(timeout=timeout) for run in runs]
+    finally:
+        app.close()
+    for result in results:
+        print(json.dumps(_jsonable(result), indent=2, default=str))
     return exits.OK
 
 
@@ -223,10 +239,10 @@ def runs_list(args: argparse.Namespace) -> int:
         return exits.OK
     table = [["RUN", "FLOW", "STATUS", "KEY", "CREATED", "DURATION"]]
     table += [
-        [r.id, r.flow, r.status.value, r.key or "-", _time(r.created_at), _secs(r.duration)]
+        [r.id, r.flow, r.status.value, r.key or "-", time_text(r.created_at), secs_text(r.duration)]
         for r in rows
     ]
-    _print_table(table)
+    print_table(table)
     return exits.OK
 
 
@@ -242,27 +258,7 @@ def runs_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**_run_dict(run), "steps": [_step_dict(s) for s in steps]}, indent=2))
         return exits.OK
-    print(f"run      {run.id}")
-    print(f"flow     {run.flow}")
-    print(f"status   {run.status.value}")
-    print(f"key      {run.key or '-'}")
-    print(f"created  {_time(run.created_at)}   duration {_secs(run.duration)}")
-    if run.error:
-        print(f"error    {run.error.get('type')}: {run.error.get('message')}")
-    print()
-    table = [["STEP", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "ERROR"]]
-    for s in steps:
-        name = s.name if s.item is None else f"{s.name}[{s.item}]"
-        err = "-"
-        if s.error:
-            err = f"{s.error.get('type')}: {s.error.get('message')}"
-            err = err if len(err) <= 80 else err[:77] + "..."
-        if isinstance(s.output, dict) and s.output.get("stopped"):
-            err = f"stopped the run: {s.output.get('reason') or '(no reason)'}"
-        table.append(
-            [name, s.status.value, str(s.attempts), _time(s.started_at), _secs(s.duration), err]
-        )
-    _print_table(table)
+    print_run(run, steps, items=args.items)
     return exits.OK
 
 
@@ -321,19 +317,3 @@ def _public_error(err: dict[str, Any] | None) -> dict[str, Any] | None:
     if not err:
         return None
     return {k: err.get(k) for k in ("type", "message", "step", "attempt")}
-
-
-def _time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
-
-
-def _print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

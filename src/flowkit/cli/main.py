@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ..__about__ import __version__
 from ..errors import FlowkitError
-from . import commands_db, commands_runs, commands_worker, exits
+from . import commands_db, commands_flows, commands_runs, commands_worker, exits
 
 __all__ = ["main"]
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     commands_worker.register(sub, common, _Formatter)
     commands_runs.register(sub, common, _Formatter)
+    commands_flows.register(sub, common, _Formatter)
     commands_db.register(sub, common, _Formatter)
     return parser
 

@@ -1,0 +1,139 @@
+"""``flowkit emit`` and ``flowkit graph``: events and pictures of flows."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError, InputValidationError
+from . import exits
+from .commands_runs import print_validation_errors, read_data, wait_and_print
+from .loader import load
+
+
+def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
+    e = sub.add_parser(
+        "emit",
+        parents=[common],
+        formatter_class=fmt,
+        help="emit an event: start every workflow subscribed to it",
+        description="Start every flow of MODULE:ATTR subscribed to NAME (Workflow(on=NAME)) "
+        "with --data. The data is validated for every subscriber first; if any rejects it, "
+        "nothing starts. Prints one line per run: FLOW RUN_ID.",
+        epilog=(
+            "examples:\n"
+            "  flowkit emit examples/lending/app.py:app loan:application:uploaded "
+            "--data '{\"application_id\": 1}'\n"
+            "  flowkit emit myapp:app lender:document:uploaded --data @event.json --key doc-7"
+        ),
+    )
+    e.add_argument("target", metavar="MODULE:ATTR", help="an App (or one of its flows)")
+    e.add_argument("event", metavar="NAME", help="the event's name")
+    e.add_argument(
+        "--data",
+        "-d",
+        required=True,
+        metavar="JSON|@FILE|-",
+        help="the payload: inline JSON, @path to a JSON file, or - for stdin",
+    )
+    e.add_argument("--key", "-k", help="idempotency key, applied per flow")
+    e.add_argument("--wait", action="store_true", help="wait for the runs and print results")
+    e.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: give up after this long",
+    )
+    e.set_defaults(handler=emit)
+
+    g = sub.add_parser(
+        "graph",
+        formatter_class=fmt,
+        help="draw a flow as a Mermaid (or DOT) diagram",
+        description="Print the steps and edges of MODULE:ATTR as a Mermaid flowchart (paste it "
+        "into any Mermaid viewer) or Graphviz DOT; with --output FILE.svg or .png, render it "
+        "with Graphviz `dot` or mermaid-cli `mmdc` when one is installed.",
+        epilog=(
+            "examples:\n"
+            "  flowkit graph examples/lending/app.py:loan_matching\n"
+            "  flowkit graph examples/lending/app.py:app --format dot\n"
+            "  flowkit graph examples/lending/app.py:app --output lending.svg"
+        ),
+    )
+    g.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    g.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    g.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write to FILE; .svg/.png are rendered, anything else gets the text",
+    )
+    g.set_defaults(handler=graph)
+
+
+def emit(args: argparse.Namespace) -> int:
+    data = read_data(args.data)
+    target = load(args.target)
+    app = target.app
+    app.configure(
+        broker_url=args.broker_url, database_url=args.database_url, embedded_worker=bool(args.wait)
+    )
+    try:
+        runs = app.emit(args.event, data, key=args.key)
+    except InputValidationError as exc:
+        print_validation_errors(args.event, exc)
+        return exits.INVALID_INPUT
+    for run in runs:
+        print(f"{run.flow} {run.id}")
+    if args.wait:
+        return wait_and_print(app, runs, args.timeout)
+    if app.settings.embedded:
+        print(
+            "flowkit: the broker is memory:// (in-process): the runs are stored and will run "
+            "when `flowkit dev` serves these flows",
+            file=sys.stderr,
+        )
+    return exits.OK
+
+
+def graph(args: argparse.Namespace) -> int:
+    from ..graph import dot, mermaid
+
+    target = load(args.target)
+    flows = target.flows
+    out = Path(args.output) if args.output else None
+    render = out is not None and out.suffix.lower() in {".svg", ".png"}
+    text = (dot if args.format == "dot" or (render and not shutil.which("mmdc")) else mermaid)(
+        flows
+    )
+    if out is None:
+        sys.stdout.write(text)
+        return exits.OK
+    if not render:
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
+        return exits.OK
+    fmt = out.suffix.lower()[1:]
+    if shutil.which("mmdc") and args.format == "mermaid":
+        src = out.with_suffix(".mmd")
+        src.write_text(text, encoding="utf-8")
+        cmd = ["mmdc", "-i", str(src), "-o", str(out)]
+    elif shutil.which("dot"):
+        cmd = ["dot", f"-T{fmt}", "-o", str(out)]
+    else:
+        raise ConfigurationError(
+            f"rendering {out.name} needs Graphviz (`apt-get install graphviz`) or mermaid-cli "
+            "(`mmdc`); without them, omit --output to print the Mermaid text"
+        )
+    done = subprocess.run(
+        cmd, input=text if cmd[0] == "dot" else None, text=True, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        raise ConfigurationError(f"{cmd[0]} failed: {done.stderr.strip()[:300]}")
+    print(f"wrote {out}")
+    return exits.OK
