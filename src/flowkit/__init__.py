@@ -23,7 +23,9 @@ from .errors import (
     RunError,
     RunFailed,
     RunNotFound,
+    RunStateError,
     SchemaVersionError,
+    SignalRejected,
     StepTimeout,
     StoreError,
 )
@@ -67,7 +69,9 @@ __all__ = [
     "RunError",
     "RunFailed",
     "RunNotFound",
+    "RunStateError",
     "SchemaVersionError",
+    "SignalRejected",
     "StepTimeout",
     "StoreError",
     # Metadata

@@ -211,6 +211,35 @@ class App:
         """Every queue a step of this App's flows is sent to."""
         return set().union(*(f.queues() for f in self.flows)) if self._flows else set()
 
+    def signal(self, run_id: str, name: str, data: Any = None) -> bool:
+        """Deliver signal ``name`` with payload ``data`` to a run.
+
+        If a step waits for it, the step runs with the payload; if the step is
+        not waiting yet, the signal is kept until it is.
+
+        Returns:
+            whether a waiting step was released right away.
+
+        Raises:
+            RunNotFound: no such run.
+            SignalRejected: the run is over, no step waits for ``name``, or the
+                signal was already delivered.
+            InputValidationError: ``data`` does not match the signal's type.
+        """
+        return self.engine.signal(run_id, name, data)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: queued and waiting steps are cancelled, running ones finish
+        their attempt (they can check ``ctx.cancelled``) and their results are dropped.
+
+        Returns:
+            ``False`` if the run had already ended.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        return self.engine.cancel(run_id)
+
     # -- runs ------------------------------------------------------------------
     def submit(self, flow: Flow | str, input: Any, *, key: str | None = None) -> Run:
         """Start a run: validate ``input``, store the run, then publish its first step.
@@ -333,9 +362,12 @@ class App:
         """Start Dramatiq worker threads for this App inside this process.
 
         Used by ``flowkit dev``, the embedded default and tests; ``flowkit
-        worker`` runs the same thing in dedicated processes.
+        worker`` runs the same thing in dedicated processes. Every worker also
+        serves flowkit's control queue (run deadlines).
         """
         import dramatiq
+
+        from .runtime.engine import CONTROL_QUEUE
 
         with self._lock:
             if self._worker is not None:
@@ -343,7 +375,7 @@ class App:
             broker = self.broker
             worker = dramatiq.Worker(
                 broker,
-                queues=set(queues) if queues else None,
+                queues={*queues, CONTROL_QUEUE} if queues else None,
                 worker_threads=threads or self.threads,
                 # How often idle threads wake up, which bounds how long a stop
                 # takes; in-process queues are cheap to poll.
@@ -424,6 +456,14 @@ class Run:
     def steps(self) -> list[StepInfo]:
         """The run's timeline: one record per step (and per fanned-out item)."""
         return self.app.store.get_steps(self.id)
+
+    def signal(self, name: str, data: Any = None) -> bool:
+        """Deliver a signal to this run; see :meth:`App.signal`."""
+        return self.app.signal(self.id, name, data)
+
+    def cancel(self) -> bool:
+        """Cancel this run; see :meth:`App.cancel`."""
+        return self.app.cancel(self.id)
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run reaches a terminal status; return it.

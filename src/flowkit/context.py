@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ class Context:
         logger: a :class:`logging.Logger`-like adapter whose records carry run,
             step, key and tenant.
         app: the :class:`~flowkit.App` running the step.
+        cancelled: whether the run was cancelled or timed out (check it in long steps).
         usage: LLM tokens and cost spent so far (see :meth:`record_usage`).
 
     .. versionadded:: 0.1
@@ -59,6 +61,8 @@ class Context:
     logger: logging.LoggerAdapter = field(init=False, repr=False)  # type: ignore[type-arg]
     #: LLM usage so far in this attempt; recorded on the step when it ends
     usage: dict[str, Any] = field(default_factory=dict, repr=False)
+    _checked_at: float = field(default=-1e9, init=False, repr=False)
+    _cancelled: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.logger = _StepLogger(
@@ -98,3 +102,18 @@ class Context:
         models = u.setdefault("models", [])
         if model not in models:
             models.append(model)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled or timed out: a long step should stop early.
+
+        Reads the run's status from the store at most once a second.
+        """
+        if self.app is None:
+            return False
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:
+            state = self.app.store.run_state(self.run_id)
+            self._cancelled = state is not None and state[0] in ("cancelled", "timed_out")
+            self._checked_at = now
+        return self._cancelled

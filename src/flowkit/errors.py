@@ -11,9 +11,11 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     │   ├── FlowNotFound          no flow of that name in the App
     │   ├── EventNotSubscribed    app.emit() of an event no flow subscribes to
     │   └── RunNotFound           no run with that id in the store
-    ├── RunError                  raised by Run.result()
+    ├── RunError                  about a run's outcome or state
     │   ├── RunFailed             the run ended ``failed``; carries the recorded error
-    │   └── ResultTimeout         the run did not finish within the timeout
+    │   ├── ResultTimeout         the run did not finish within the timeout
+    │   └── RunStateError         the run's state forbids it (a signal to a finished run)
+    │       └── SignalRejected    a signal for a finished run, or sent twice
     ├── StepTimeout               a step ran past its ``timeout`` (recorded, then retried)
     ├── PermanentError            raised by a step: fail it now, without retries
     ├── RetryAfter                raised by a step: retry after this delay (an attempt)
@@ -43,7 +45,9 @@ __all__ = [
     "RunError",
     "RunFailed",
     "RunNotFound",
+    "RunStateError",
     "SchemaVersionError",
+    "SignalRejected",
     "StepTimeout",
     "StoreError",
 ]
@@ -126,6 +130,14 @@ class RunFailed(RunError):
 
 class ResultTimeout(RunError):
     """``Run.result(timeout=...)`` gave up before the run finished."""
+
+
+class RunStateError(RunError):
+    """The run's state forbids the operation (e.g. retrying a run that is still live)."""
+
+
+class SignalRejected(RunStateError):
+    """A signal for a run that is over, for no waiting step, or a second one of a name."""
 
 
 class StepTimeout(FlowkitError):

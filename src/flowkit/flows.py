@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._types import is_assignable, type_name
+from ._types import is_assignable, parse_duration_ms, type_name
 from .errors import FlowDefinitionError
 from .stage import Stage
 
@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 __all__ = ["Flow", "Pipeline"]
 
 _FLOW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+
+
+def validate_cron(expr: str, *, what: str) -> str:
+    """Check a five-field cron expression now, not at the first tick."""
+    from .scheduling import parse_cron
+
+    parse_cron(expr, what=what)
+    return expr
 
 
 def validate_flow_name(name: str, kind: str) -> str:
@@ -43,8 +51,22 @@ class Flow:
 
     kind = "flow"
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout: str | float | None = None,
+        schedule: str | None = None,
+        schedule_input: Any = None,
+    ) -> None:
         self.name = validate_flow_name(name, self.kind)
+        what = f"{self.kind} {name!r}"
+        #: the run's deadline: past it the run ends ``timed_out``
+        self.timeout_ms = parse_duration_ms(timeout, what=f"{what} timeout")
+        #: a cron expression (``"*/5 * * * *"``) run by ``flowkit scheduler``
+        self.schedule = validate_cron(schedule, what=what) if schedule else None
+        #: the input each scheduled run starts with (default: the tick's time)
+        self.schedule_input = schedule_input
         self.steps: dict[str, Stage[Any, Any]] = {}
         self._parents: dict[str, list[str]] = {}
         self._children: dict[str, list[str]] = {}
@@ -100,9 +122,19 @@ class Flow:
         return step in self._each
 
     def is_join(self, step: str) -> bool:
-        """Whether ``step`` waits for several completions (several parents, or a fan-out)."""
+        """Whether ``step`` waits for several completions: a join, or a signal wait."""
         parents = self._parents[step]
+        if self.steps[step].wait_for:
+            return True
         return len(parents) > 1 or any(p in self._each for p in parents)
+
+    def gate_size(self, step: str) -> int:
+        """How many completions a waiting step counts: its parents, plus its signal."""
+        return len(self._parents[step]) + (1 if self.steps[step].wait_for else 0)
+
+    def waits_for(self, signal: str) -> list[str]:
+        """Steps that wait for the signal ``signal``."""
+        return [n for n, s in self.steps.items() if s.wait_for == signal]
 
     def sinks(self) -> list[str]:
         """Steps with no children: the run succeeds when all of them have."""
@@ -173,6 +205,9 @@ class Pipeline(Flow):
     Parameters:
         name: the flow's name, unique within its App.
         stages: the stages, in order.
+        timeout: the run's deadline (``"1h"``); past it the run ends ``timed_out``.
+        schedule: a cron expression; ``flowkit scheduler`` starts a run per tick.
+        schedule_input: the input of scheduled runs (default: the tick's time).
 
     Raises:
         FlowDefinitionError: a type mismatch between two stages (naming both),
@@ -183,8 +218,16 @@ class Pipeline(Flow):
 
     kind = "pipeline"
 
-    def __init__(self, name: str, stages: Sequence[Stage[Any, Any]]) -> None:
-        super().__init__(name)
+    def __init__(
+        self,
+        name: str,
+        stages: Sequence[Stage[Any, Any]],
+        *,
+        timeout: str | float | None = None,
+        schedule: str | None = None,
+        schedule_input: Any = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, schedule=schedule, schedule_input=schedule_input)
         if isinstance(stages, Stage) or not isinstance(stages, Sequence):
             raise FlowDefinitionError(f"pipeline {name!r}: pass the stages as a list")
         for s in stages:

@@ -104,6 +104,8 @@ class Stage(Generic[In, Out]):
         timeout: str | float | None = None,
         priority: int = 0,
         inputs: Sequence[str] | None = None,
+        wait_for: str | None = None,
+        delay: str | float | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flowkit.stage expects a function, got {fn!r}")
@@ -129,7 +131,20 @@ class Stage(Generic[In, Out]):
         #: for a step with several parents: the parameter names, one per parent
         self.inputs: tuple[str, ...] | None = tuple(inputs) if inputs else None
         self._context_param: str | None = None
-        if self.inputs:
+        #: the signal this step waits for (``wait_for=``), and its payload type
+        self.wait_for = _validate_name(wait_for, what=f"{what} wait_for") if wait_for else None
+        self.signal_type: Any = None
+        #: how long to wait before running once the step is ready (``delay=``)
+        self.delay_ms = parse_duration_ms(delay, what=f"{what} delay")
+        #: for a signal wait: how long to wait for the signal once the parents are done
+        self.wait_timeout_ms: int | None = None
+        if self.wait_for and self.inputs:
+            raise FlowDefinitionError(
+                f"{what}: a step that waits for a signal has at most one parent"
+            )
+        if self.wait_for:
+            self.input_type, self.output_type, self.takes_context = self._signature_wait()
+        elif self.inputs:
             self.input_type, self.output_type, self.takes_context = self._signature_multi()
         else:
             self.input_type, self.output_type, self.takes_context = self._signature()
@@ -206,6 +221,49 @@ class Stage(Generic[In, Out]):
         model = create_model(f"{self.name}_inputs", **fields)
         return model, strip_type(hints["return"], Stop), takes_context
 
+    def _signature_wait(self) -> tuple[Any, Any, bool]:
+        """``def approve(request: Request, approval: Approval, ctx) -> Decision``."""
+        what = f"step {self.name!r}"
+        hints = typing.get_type_hints(self.fn)
+        params = list(inspect.signature(self.fn).parameters.values())
+        ctx_params = [p for p in params if hints.get(p.name) is Context]
+        rest = [p for p in params if hints.get(p.name) is not Context]
+        if len(rest) != 2 or len(ctx_params) > 1:
+            raise FlowDefinitionError(
+                f"{what} waits for signal {self.wait_for!r}: it takes its input, then the "
+                "signal's payload (and optionally a flowkit.Context)"
+            )
+        for p in rest:
+            if p.name not in hints:
+                raise FlowDefinitionError(f"{what}: annotate parameter {p.name!r} with its type")
+        if "return" not in hints:
+            raise FlowDefinitionError(
+                f"{what}: annotate the return type (use '-> None' if it returns nothing)"
+            )
+        self._context_param = ctx_params[0].name if ctx_params else None
+        self.signal_type = hints[rest[1].name]
+        return hints[rest[0].name], strip_type(hints["return"], Stop), bool(ctx_params)
+
+    @property
+    def signal_optional(self) -> bool:
+        """Whether the signal's type admits ``None``: then a timeout runs the step with None."""
+        from ._types import is_assignable
+
+        return self.signal_type is not None and is_assignable(type(None), self.signal_type)
+
+    @cached_property
+    def signal_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.signal_type)
+
+    def parse_input(self, stored: Any) -> Any:
+        """Validate a step's stored input (for a signal wait: ``{"value", "signal"}``)."""
+        if self.wait_for:
+            stored = stored or {}
+            value = self.input_adapter.validate_python(stored.get("value"))
+            signal = stored.get("signal")
+            return (value, None if signal is None else self.signal_adapter.validate_python(signal))
+        return self.input_adapter.validate_python(stored)
+
     def param_type(self, name: str) -> Any:
         """The declared type of one parent's parameter (several-parent steps)."""
         fields = self.input_type.model_fields
@@ -213,6 +271,11 @@ class Stage(Generic[In, Out]):
 
     def invoke(self, value: Any, ctx: Context) -> Any:
         """Call the function with a validated input (and the context if it takes one)."""
+        if self.wait_for:
+            args = list(value)
+            if self._context_param:
+                return self.fn(*args, **{self._context_param: ctx})
+            return self.fn(*args)
         if self.inputs:
             kwargs = {n: getattr(value, n) for n in self.inputs}
             if self._context_param:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, get_args, get_origin
 
-from ._types import is_assignable, type_name
+from ._types import is_assignable, parse_duration_ms, type_name
 from .errors import FlowDefinitionError
 from .flows import Flow
 from .joins import settled_item_type
@@ -53,14 +53,27 @@ class Workflow(Flow):
     Parameters:
         name: the flow's name, unique within its App.
         on: an event name (or several) that starts this workflow via ``app.emit``.
+        timeout: the run's deadline (``"24h"``); past it the run ends ``timed_out``
+            and its pending steps are skipped.
+        schedule: a cron expression (``"0 2 * * *"``); ``flowkit scheduler`` starts
+            a run per tick.
+        schedule_input: the input of scheduled runs (default: the tick's time).
 
     .. versionadded:: 0.1
     """
 
     kind = "workflow"
 
-    def __init__(self, name: str, *, on: str | Sequence[str] | None = None) -> None:
-        super().__init__(name)
+    def __init__(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str] | None = None,
+        timeout: str | float | None = None,
+        schedule: str | None = None,
+        schedule_input: Any = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, schedule=schedule, schedule_input=schedule_input)
         names = [on] if isinstance(on, str) else list(on or [])
         self.events = tuple(validate_event_name(e, what=f"workflow {name!r}") for e in names)
         self._after: dict[str, list[str]] = {}
@@ -80,12 +93,22 @@ class Workflow(Flow):
         max_backoff: str | float | None = None,
         timeout: str | float | None = None,
         priority: int = 0,
+        wait_for: str | None = None,
+        delay: str | float | None = None,
     ) -> Any:
         """Declare a step of this workflow (usable bare or with options).
 
         Parameters:
             after: the parent step(s), as stage objects or names.
             each: run once per item of the (single) parent's list output, in parallel.
+            wait_for: the name of a signal the step waits for once its parent is
+                done; the function takes the parent's output and the signal's payload
+                (``def approve(req: Request, approval: Approval) -> Decision``). The
+                run shows ``waiting`` and holds no worker meanwhile. ``timeout`` is
+                then how long to wait: past it the step fails with
+                :class:`~flowkit.StepTimeout`, or, if the payload's type admits
+                ``None``, runs with ``None``.
+            delay: wait this long (``"10m"``) after the step is ready before running it.
             name, queue, retries, min_backoff, max_backoff, timeout, priority:
                 as for :func:`flowkit.stage`.
 
@@ -107,10 +130,14 @@ class Workflow(Flow):
                 retries=retries,
                 min_backoff=min_backoff,
                 max_backoff=max_backoff,
-                timeout=timeout,
+                timeout=None if wait_for else timeout,
                 priority=priority,
                 inputs=parents if len(parents) > 1 else None,
+                wait_for=wait_for,
+                delay=delay,
             )
+            if wait_for:
+                stage.wait_timeout_ms = parse_duration_ms(timeout, what=f"step {stage.name!r}")
             if len(set(parents)) != len(parents):
                 raise FlowDefinitionError(
                     f"workflow {self.name!r}: step {stage.name!r} lists a parent twice"

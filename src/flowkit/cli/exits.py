@@ -10,6 +10,7 @@ from ..errors import (
     InputValidationError,
     NotFoundError,
     RunError,
+    RunStateError,
     SchemaVersionError,
     StoreError,
 )
@@ -23,6 +24,7 @@ NOT_FOUND = 5
 UNAVAILABLE = 6
 SCHEMA = 7
 RUN_FAILED = 8
+RUN_STATE = 9
 INTERRUPTED = 130
 
 TABLE = """\
@@ -36,6 +38,7 @@ exit codes:
   6    broker or database unavailable
   7    database schema missing or newer than this flowkit
   8    the run failed, was cancelled or timed out (commands that wait)
+  9    the run's state forbids it (a signal to a finished run, retrying a live run)
   130  interrupted"""
 
 
@@ -53,6 +56,8 @@ def for_error(exc: FlowkitError) -> int:
         return SCHEMA
     if isinstance(exc, (StoreError, BrokerError)):
         return UNAVAILABLE
+    if isinstance(exc, RunStateError):
+        return RUN_STATE
     if isinstance(exc, RunError):
         return RUN_FAILED
     if isinstance(exc, FlowDefinitionError):

@@ -14,7 +14,7 @@ import dramatiq
 
 from ..flows import Flow
 from ..stage import Stage
-from .engine import Engine, StepFailed
+from .engine import CONTROL_ACTOR, CONTROL_QUEUE, Engine, StepFailed
 
 __all__ = ["actor_name", "declare_actors"]
 
@@ -30,10 +30,22 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
 
 
 def declare_actors(engine: Engine, flows: list[Flow]) -> None:
-    """Declare one actor per step of every flow on the engine's broker."""
+    """Declare one actor per step of every flow, and the control actor, on the broker."""
     for flow in flows:
         for stage in flow.steps.values():
             engine.actors[(flow.name, stage.name)] = _make_actor(engine, flow, stage)
+
+    def control(op: str, run_id: str) -> None:
+        engine.on_control(op, run_id)
+
+    dramatiq.Actor(
+        control,
+        broker=engine.broker,
+        actor_name=CONTROL_ACTOR,
+        queue_name=CONTROL_QUEUE,
+        priority=0,
+        options={"retry_when": _retry_when, "throws": (StepFailed,)},
+    )
 
 
 def _make_actor(engine: Engine, flow: Flow, stage: Stage[Any, Any]) -> dramatiq.Actor[Any, Any]:

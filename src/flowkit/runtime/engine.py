@@ -34,15 +34,17 @@ from ..errors import (
     InputValidationError,
     PermanentError,
     RetryAfter,
+    RunNotFound,
+    SignalRejected,
     StepTimeout,
     StoreError,
 )
 from ..flows import Flow
 from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
-from ..store import Claim, Store
+from ..store import Claim, NewStep, Store
 from ..store.repo import utcnow
-from .plan import Plan, initial_rows, plan_completion, plan_settled_failure
+from .plan import Plan, gate, initial_rows, plan_completion, plan_settled_failure
 from .timeouts import time_limit
 
 if TYPE_CHECKING:
@@ -69,11 +71,25 @@ class StepFailed(Exception):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A committed step row to publish a message for."""
+    """A committed step row to publish a message for (``delay_ms``: a timer)."""
 
     step_id: str
     name: str
     queue: str
+    delay_ms: int | None = None
+
+    @classmethod
+    def of(cls, step: NewStep) -> Outgoing:
+        return cls(step.id, step.name, step.queue, step.delay_ms)
+
+
+#: The longest a timer message waits in the broker: Dramatiq holds delayed
+#: messages unacknowledged in worker memory, and RabbitMQ closes consumers that
+#: keep one past its consumer timeout (30 minutes by default). Longer timers
+#: hop: the message wakes, the row says "not yet", a new message is sent.
+MAX_HOP_MS = 10 * 60 * 1000
+CONTROL_QUEUE = "flowkit.control"
+CONTROL_ACTOR = "flowkit.control"
 
 
 def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -140,14 +156,41 @@ class Engine:
 
     def start(self, flow: Flow, payload: Any, *, key: str | None) -> tuple[str, bool]:
         """Store a run for an already validated payload (JSON form) and publish it."""
-        first, waiting = initial_rows(flow, payload)
+        first, waiting, entry_waits = initial_rows(flow, payload)
         created = self.store.create_run(
-            run_id=new_id(), flow=flow.name, key=key, input=payload, first=first, waiting=waiting
+            run_id=new_id(),
+            flow=flow.name,
+            key=key,
+            input=payload,
+            first=first,
+            waiting=waiting,
+            deadline_ms=flow.timeout_ms,
+            entry_waits=entry_waits,
         )
         if created.created:
-            out = [Outgoing(s.id, s.name, s.queue) for s in first]
+            out = [Outgoing.of(s) for s in [*first, *created.timers]]
             self.publish(flow.name, created.run_id, key, out)
+            if flow.timeout_ms:
+                self.publish_control("deadline", created.run_id, flow.timeout_ms)
         return created.run_id, created.created
+
+    def publish_control(self, op: str, run_id: str, delay_ms: int | None = None) -> None:
+        """Send a message to the control actor (run deadlines), hopping long delays."""
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=CONTROL_QUEUE,
+            actor_name=CONTROL_ACTOR,
+            args=(),
+            kwargs={"op": op, "run_id": run_id},
+            options={},
+        )
+        try:
+            hop = None if delay_ms is None else min(max(delay_ms, 0), MAX_HOP_MS)
+            self.broker.enqueue(message, delay=hop)
+        except (dramatiq.errors.BrokerError, OSError) as exc:
+            raise BrokerError(
+                f"run {run_id}: the {op} timer could not be published ({type(exc).__name__}); "
+                "the recovery sweep enforces it"
+            ) from exc
 
     def publish(self, flow: str, run_id: str, key: str | None, new: Sequence[Outgoing]) -> None:
         """Send one message per step; the rows are already committed.
@@ -165,7 +208,8 @@ class Engine:
                 options={},
             )
             try:
-                self.broker.enqueue(message)
+                hop = None if not s.delay_ms else min(s.delay_ms, MAX_HOP_MS)
+                self.broker.enqueue(message, delay=hop)
             except (dramatiq.errors.BrokerError, OSError) as exc:
                 raise BrokerError(
                     f"run {run_id} is recorded but its step {s.name!r} could not be "
@@ -205,10 +249,10 @@ class Engine:
             step_id, message_id, lease_ms=lease, starts_run=not flow.parents(stage.name)
         )
         if claim is None:
-            self._duplicate(flow, step_id, message_id, key)
+            self._not_claimed(flow, step_id, message_id, key)
             return
         try:
-            value = stage.input_adapter.validate_python(claim.input)
+            value = stage.parse_input(claim.input)
         except ValidationError as exc:
             err = InputValidationError(
                 f"stored input does not match stage {stage.name!r}: {exc}",
@@ -217,7 +261,7 @@ class Engine:
             )
             self._final_failure(flow, stage, step_id, claim, err, message_id)
             raise StepFailed(str(err)) from None
-        tenant = getattr(value, "tenant_id", None)
+        tenant = getattr(value[0] if stage.wait_for else value, "tenant_id", None)
         suffix = "" if claim.item is None else f"[{claim.item}]"
         ctx = Context(
             run_id=run_id,
@@ -262,7 +306,7 @@ class Engine:
             log.info("step %s of run %s was already finished; result discarded", stage.name, run_id)
             return
         if ready:
-            self.publish(flow.name, run_id, key, [Outgoing(s.id, s.name, s.queue) for s in ready])
+            self.publish(flow.name, run_id, key, [Outgoing.of(s) for s in ready])
         if plan.end is not None or stop is not _NO_STOP:
             self.app._notify_finished(run_id)
 
@@ -332,9 +376,7 @@ class Engine:
                 _short(exc),
             )
             if ready:
-                self.publish(
-                    flow.name, claim.run_id, None, [Outgoing(s.id, s.name, s.queue) for s in ready]
-                )
+                self.publish(flow.name, claim.run_id, None, [Outgoing.of(s) for s in ready])
             return
         if self.store.fail(step_id, claim.run_id, error, usage=usage or None):
             log.error(
@@ -349,23 +391,131 @@ class Engine:
             )
             self.app._notify_finished(claim.run_id)
 
-    def _duplicate(self, flow: Flow, step_id: str, message_id: str, key: str | None) -> None:
-        state = self.store.step_state(step_id)
-        if state is None:
+    def _not_claimed(self, flow: Flow, step_id: str, message_id: str, key: str | None) -> None:
+        """A message whose step it cannot run now: a duplicate, an early timer, a deadline."""
+        row = self.store.control.step_row(step_id)
+        if row is None:
             log.warning("message for unknown step %s acknowledged and dropped", step_id)
             return
-        status, claimed_by, run_id, name = state
-        if status in ("succeeded", "failed") and claimed_by == message_id:
+        now = utcnow()
+        if row.status in ("succeeded", "failed") and row.claimed_by == message_id:
             # A redelivery of the very message that completed this step: its
             # worker may have died before publishing what follows.
-            queued = self.store.queued_steps(run_id, flow.children(name))
+            queued = self.store.queued_steps(row.run_id, flow.children(row.name))
             if queued:
                 log.info(
-                    "re-publishing %d successor(s) of step %s in run %s", len(queued), name, run_id
+                    "re-publishing %d successor(s) of step %s in run %s",
+                    len(queued),
+                    row.name,
+                    row.run_id,
                 )
-                self.publish(flow.name, run_id, key, [Outgoing(i, n, q) for i, n, q in queued])
+                self.publish(flow.name, row.run_id, key, [Outgoing(i, n, q) for i, n, q in queued])
             return
-        log.debug("duplicate message for step %s (%s) of run %s ignored", name, status, run_id)
+        stage = flow.steps.get(row.name)
+        due = row.scheduled_at
+        if stage is not None and due is not None and row.status in ("queued", "waiting"):
+            left = int((due - now).total_seconds() * 1000)
+            if left > 0:  # a timer hop: not yet
+                self.publish(
+                    flow.name, row.run_id, key, [Outgoing(step_id, row.name, stage.queue, left)]
+                )
+                return
+            if row.status == "waiting" and stage.wait_for and row.pending == 1:
+                self._signal_timed_out(flow, stage, step_id, row.run_id, key)
+                return
+        log.debug(
+            "duplicate message for step %s (%s) of run %s ignored", row.name, row.status, row.run_id
+        )
+
+    def _signal_timed_out(
+        self, flow: Flow, stage: Stage[Any, Any], step_id: str, run_id: str, key: str | None
+    ) -> None:
+        seconds = (stage.wait_timeout_ms or 0) / 1000
+        exc = StepTimeout(f"step {stage.name!r} waited {seconds:g}s for signal {stage.wait_for!r}")
+        error = _error_record(exc, step=stage.name, attempt=0)
+        error.pop("traceback", None)
+        outcome = self.store.control.time_out_wait(
+            step_id,
+            run_id,
+            gate(flow, stage.name, 0),
+            run_without=stage.signal_optional,
+            error=error,
+        )
+        if isinstance(outcome, NewStep):
+            log.info(
+                "signal %r for run %s timed out; running %s without it",
+                stage.wait_for,
+                run_id,
+                stage.name,
+            )
+            self.publish(flow.name, run_id, key, [Outgoing.of(outcome)])
+        elif outcome:
+            log.warning("run %s failed: %s", run_id, exc)
+            self.app._notify_finished(run_id)
+
+    # -- control ---------------------------------------------------------------
+    def signal(self, run_id: str, name: str, payload: Any) -> bool:
+        """Deliver a signal; returns whether it opened a waiting step right away.
+
+        Raises:
+            RunNotFound, SignalRejected, InputValidationError
+        """
+        info = self.store.get_run(run_id)
+        if info is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        flow = self.app.flow(info.flow)
+        waiting = flow.waits_for(name)
+        if not waiting:
+            known = sorted({s.wait_for for s in flow.steps.values() if s.wait_for})
+            raise SignalRejected(
+                f"no step of {flow.name!r} waits for signal {name!r} "
+                f"(signals: {', '.join(known) or 'none'})"
+            )
+        stage = flow.steps[waiting[0]]
+        try:
+            typed = stage.signal_adapter.validate_python(payload)
+        except ValidationError as exc:
+            raise InputValidationError(
+                f"signal {name!r} does not match {stage.name!r}'s payload type: "
+                + "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                    for e in _validation_errors(exc)
+                ),
+                errors=_validation_errors(exc),
+                stage=stage.name,
+            ) from None
+        data = stage.signal_adapter.dump_python(typed, mode="json")
+        opened = self.store.control.deliver_signal(run_id, name, data, gate(flow, stage.name, -1))
+        if opened is not None:
+            self.publish(flow.name, run_id, info.key, [Outgoing.of(opened)])
+        return opened is not None
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run; ``False`` if it was already over."""
+        done = self.store.control.cancel(run_id)
+        if done:
+            self.app._notify_finished(run_id)
+        return done
+
+    def on_control(self, op: str, run_id: str) -> None:
+        """The control actor: enforce a run's deadline when its timer fires."""
+        if op != "deadline":
+            log.warning("unknown control message %r for run %s dropped", op, run_id)
+            return
+        state = self.store.control.run_deadline(run_id)
+        if state is None or state[1] is None or state[0] not in ("pending", "running", "waiting"):
+            return
+        left = int((state[1] - utcnow()).total_seconds() * 1000)
+        if left > 0:
+            self.publish_control("deadline", run_id, left)
+            return
+        self._time_out_run(run_id)
+
+    def _time_out_run(self, run_id: str) -> None:
+        error = {"type": "RunTimeout", "message": "the run passed its deadline", "step": None}
+        if self.store.control.time_out_run(run_id, error):
+            log.warning("run %s timed out", run_id)
+            self.app._notify_finished(run_id)
 
     # -- recovery --------------------------------------------------------------
     def recover(
@@ -378,6 +528,9 @@ class Engine:
         Returns the number of steps published.
         """
         count = 0
+        for run_id in self.store.control.overdue_runs(limit):
+            self._time_out_run(run_id)
+            count += 1
         for due in self.store.due_steps(
             older_than=older_than, limit=limit, all_running=all_running
         ):

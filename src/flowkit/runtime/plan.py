@@ -8,6 +8,7 @@ The store applies a plan in the same transaction that records the step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .._ids import new_id
@@ -15,7 +16,7 @@ from ..errors import FlowDefinitionError
 from ..flows import Flow
 from ..store import Gate, NewStep, RunEnd, Source
 
-__all__ = ["Plan", "initial_rows", "plan_completion"]
+__all__ = ["Plan", "gate", "initial_rows", "plan_completion", "plan_settled_failure"]
 
 
 @dataclass
@@ -27,8 +28,10 @@ class Plan:
     end: RunEnd | None = None
 
 
-def _gate(flow: Flow, name: str, delta: int) -> Gate:
+def gate(flow: Flow, name: str, delta: int) -> Gate:
+    """The gate of a join or signal wait ``name``, moved by ``delta``."""
     parents = flow.parents(name)
+    stage = flow.steps[name]
     return Gate(
         name=name,
         delta=delta,
@@ -36,6 +39,24 @@ def _gate(flow: Flow, name: str, delta: int) -> Gate:
             Source(p, flow.is_each(p), flow.is_each(p) and flow.settles(name, p)) for p in parents
         ),
         multi=len(parents) > 1,
+        signal=stage.wait_for,
+        signal_timeout_ms=stage.wait_timeout_ms,
+    )
+
+
+def _new(flow: Flow, name: str, value: Any, item: int | None = None) -> NewStep:
+    stage = flow.steps[name]
+    due = None
+    if stage.delay_ms:
+        due = datetime.now(timezone.utc) + timedelta(milliseconds=stage.delay_ms)
+    return NewStep(
+        id=new_id(),
+        name=name,
+        queue=stage.queue,
+        input=value,
+        item=item,
+        scheduled_at=due,
+        delay_ms=stage.delay_ms or None,
     )
 
 
@@ -43,21 +64,27 @@ def _run_end(flow: Flow) -> RunEnd:
     return RunEnd(tuple(Source(s, flow.is_each(s), False) for s in flow.sinks()))
 
 
-def initial_rows(flow: Flow, payload: Any) -> tuple[list[NewStep], list[NewStep]]:
-    """``(queued, waiting)`` rows of a new run: the entry steps, and every join."""
-    queued = [NewStep(id=new_id(), name=s.name, queue=s.queue, input=payload) for s in flow.entries]
+def initial_rows(flow: Flow, payload: Any) -> tuple[list[NewStep], list[NewStep], list[Gate]]:
+    """``(queued, waiting, entry_waits)`` rows of a new run.
+
+    The entry steps are queued, every join and signal wait is created
+    ``waiting`` with its counter, and entry steps that wait for a signal
+    start waiting now.
+    """
+    queued = [_new(flow, s.name, payload) for s in flow.entries if not flow.is_join(s.name)]
     waiting = [
         NewStep(
             id=new_id(),
             name=name,
             queue=flow.steps[name].queue,
             input=None,
-            pending=len(flow.parents(name)),
+            pending=flow.gate_size(name),
         )
         for name in flow.order()
         if flow.is_join(name)
     ]
-    return queued, waiting
+    entry_waits = [gate(flow, s.name, 0) for s in flow.entries if flow.is_join(s.name)]
+    return queued, waiting, entry_waits
 
 
 def plan_completion(flow: Flow, step: str, item: int | None, output: Any) -> Plan:
@@ -68,24 +95,20 @@ def plan_completion(flow: Flow, step: str, item: int | None, output: Any) -> Pla
         plan.end = _run_end(flow)
         return plan
     for child in children:
-        stage = flow.steps[child]
         if flow.is_join(child):
-            plan.gates.append(_gate(flow, child, -1))
+            plan.gates.append(gate(flow, child, -1))
         elif flow.is_each(child):
             if not isinstance(output, list):
                 raise FlowDefinitionError(
                     f"step {step!r} must return a list: {child!r} runs once per item"
                 )
-            plan.inserts += [
-                NewStep(id=new_id(), name=child, queue=stage.queue, input=value, item=i)
-                for i, value in enumerate(output)
-            ]
+            plan.inserts += [_new(flow, child, value, i) for i, value in enumerate(output)]
             # The joins after the fan-out counted it as one parent; it is len(output).
-            plan.gates += [_gate(flow, g, len(output) - 1) for g in flow.children(child)]
+            plan.gates += [gate(flow, g, len(output) - 1) for g in flow.children(child)]
             if not output and not flow.children(child):
                 plan.end = _run_end(flow)
         else:
-            plan.inserts.append(NewStep(id=new_id(), name=child, queue=stage.queue, input=output))
+            plan.inserts.append(_new(flow, child, output))
     return plan
 
 
@@ -96,4 +119,4 @@ def plan_settled_failure(flow: Flow, step: str) -> Plan | None:
         return None
     if not all(flow.settles(c, step) for c in children):
         return None
-    return Plan(gates=[_gate(flow, c, -1) for c in children])
+    return Plan(gates=[gate(flow, c, -1) for c in children])

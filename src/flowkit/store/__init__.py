@@ -1,6 +1,18 @@
 """Persistence: the only package that imports SQLAlchemy."""
 
+from .control import Control, StepRow
 from .repo import Store
 from .rows import NO_STOP, Claim, DueStep, Gate, NewStep, RunEnd, Source
 
-__all__ = ["NO_STOP", "Claim", "DueStep", "Gate", "NewStep", "RunEnd", "Source", "Store"]
+__all__ = [
+    "NO_STOP",
+    "Control",
+    "StepRow",
+    "Claim",
+    "DueStep",
+    "Gate",
+    "NewStep",
+    "RunEnd",
+    "Source",
+    "Store",
+]

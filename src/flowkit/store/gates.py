@@ -9,7 +9,7 @@ locked by the UPDATE, so two workers can never both (or neither) open a join.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,19 +17,29 @@ from sqlalchemy.engine import Connection
 
 from ..status import RunStatus, StepStatus
 from .rows import Gate, NewStep, RunEnd, Source
-from .schema import runs, steps
+from .schema import runs, signals, steps
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value, StepStatus.WAITING.value)
 _LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
 
 
-def run_is_live() -> sa.ColumnElement[bool]:
-    """``EXISTS`` clause: the step's run is not finished (so the step may change)."""
-    return sa.exists().where(runs.c.id == steps.c.run_id, runs.c.status.in_(_LIVE_RUN))
+def run_is_live(now: datetime) -> sa.ColumnElement[bool]:
+    """``EXISTS`` clause: the step's run is not finished nor past its deadline."""
+    return sa.exists().where(
+        runs.c.id == steps.c.run_id,
+        runs.c.status.in_(_LIVE_RUN),
+        sa.or_(runs.c.deadline_at.is_(None), runs.c.deadline_at > now),
+    )
 
 
 def move_gate(conn: Connection, run_id: str, gate: Gate, now: datetime) -> NewStep | None:
-    """Move a join's counter; if it reaches zero, queue it and return it."""
+    """Move a join's counter; if it reaches zero, queue it and return it.
+
+    A step that also waits for a signal counts the signal as one more
+    completion. When only the signal is missing, its deadline starts: the
+    returned row then carries ``delay_ms`` and stays ``waiting`` (publish a
+    wake-up message for it, which decides at the deadline).
+    """
     row = conn.execute(
         steps.update()
         .where(
@@ -40,16 +50,68 @@ def move_gate(conn: Connection, run_id: str, gate: Gate, now: datetime) -> NewSt
         .values(pending=steps.c.pending + gate.delta)
         .returning(steps.c.id, steps.c.pending, steps.c.queue)
     ).first()
-    if row is None or row.pending > 0:
+    if row is None:
         return None
-    values = {s.name: gather(conn, run_id, s) for s in gate.sources}
-    payload = values if gate.multi else next(iter(values.values()))
+    if row.pending <= 0:
+        payload = gate_input(conn, run_id, gate)
+        conn.execute(
+            steps.update()
+            .where(steps.c.id == row.id)
+            .values(status=StepStatus.QUEUED.value, input=payload, scheduled_at=now, pending=0)
+        )
+        return NewStep(id=row.id, name=gate.name, queue=row.queue, input=payload)
+    if gate.signal and row.pending == 1 and not _has_signal(conn, run_id, gate.signal):
+        return start_signal_wait(conn, run_id, row.id, gate, now, row.queue)
+    return None
+
+
+def start_signal_wait(
+    conn: Connection, run_id: str, step_id: str, gate: Gate, now: datetime, queue: str
+) -> NewStep | None:
+    """Only the signal is missing: the run is waiting; start the step's deadline."""
+    conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
+        .values(status=RunStatus.WAITING.value)
+    )
+    if gate.signal_timeout_ms is None:
+        return None
     conn.execute(
         steps.update()
-        .where(steps.c.id == row.id)
-        .values(status=StepStatus.QUEUED.value, input=payload, scheduled_at=now, pending=0)
+        .where(steps.c.id == step_id)
+        .values(scheduled_at=now + timedelta(milliseconds=gate.signal_timeout_ms))
     )
-    return NewStep(id=row.id, name=gate.name, queue=row.queue, input=payload)
+    return NewStep(
+        id=step_id, name=gate.name, queue=queue, input=None, delay_ms=gate.signal_timeout_ms
+    )
+
+
+def _has_signal(conn: Connection, run_id: str, name: str) -> bool:
+    return (
+        conn.execute(
+            sa.select(signals.c.id).where(signals.c.run_id == run_id, signals.c.name == name)
+        ).first()
+        is not None
+    )
+
+
+def gate_input(conn: Connection, run_id: str, gate: Gate, *, no_signal: bool = False) -> Any:
+    """The input of a join (``{parent: output}`` for several parents) or a signal wait."""
+    if gate.sources:
+        values = {s.name: gather(conn, run_id, s) for s in gate.sources}
+        payload = values if gate.multi else next(iter(values.values()))
+    else:  # an entry step waiting for a signal: the run's own input
+        payload = conn.execute(sa.select(runs.c.input).where(runs.c.id == run_id)).scalar()
+    if gate.signal is None:
+        return payload
+    signal = None
+    if not no_signal:
+        signal = conn.execute(
+            sa.select(signals.c.payload).where(
+                signals.c.run_id == run_id, signals.c.name == gate.signal
+            )
+        ).scalar()
+    return {"value": payload, "signal": signal}
 
 
 def gather(conn: Connection, run_id: str, source: Source) -> Any:
@@ -83,15 +145,17 @@ def gather(conn: Connection, run_id: str, source: Source) -> Any:
     return {"results": results, "failures": failures}
 
 
-def skip_live(conn: Connection, run_id: str, now: datetime) -> None:
-    """Skip every queued or waiting step of a run that is ending."""
+def skip_live(
+    conn: Connection, run_id: str, now: datetime, status: StepStatus = StepStatus.SKIPPED
+) -> None:
+    """Skip (or cancel) every queued or waiting step of a run that is ending."""
     conn.execute(
         steps.update()
         .where(
             steps.c.run_id == run_id,
             steps.c.status.in_((StepStatus.QUEUED.value, StepStatus.WAITING.value)),
         )
-        .values(status=StepStatus.SKIPPED.value, finished_at=now)
+        .values(status=status.value, finished_at=now, lease_until=None)
     )
 
 

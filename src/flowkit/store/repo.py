@@ -21,12 +21,14 @@ from .._ids import new_id
 from ..errors import StoreError
 from ..records import RunInfo, StepInfo
 from ..status import RunStatus, StepStatus
+from .control import Control
 from .engine import create_engine
 from .gates import finish_run as _finish_run
 from .gates import maybe_end as _maybe_end
 from .gates import move_gate as _move_gate
 from .gates import run_is_live as _run_is_live
 from .gates import skip_live as _skip_live
+from .gates import start_signal_wait as _start_signal_wait
 from .rows import NO_STOP as _NO_STOP
 from .rows import Claim, DueStep, Gate, NewStep, RunEnd
 from .schema import llm_cache, runs, steps
@@ -34,6 +36,8 @@ from .schema import llm_cache, runs, steps
 __all__ = ["Store"]
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
+# A message may arrive this early for its step's due time (clock skew, jitter).
+_EARLY = timedelta(milliseconds=500)
 _LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
 
 
@@ -53,6 +57,7 @@ class _Created:
     run_id: str
     created: bool
     steps: list[NewStep] = field(default_factory=list)
+    timers: list[NewStep] = field(default_factory=list)
 
 
 class Store:
@@ -67,6 +72,11 @@ class Store:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+
+    @property
+    def control(self) -> Control:
+        """Signals, waits, cancel, deadlines and redrive (see :mod:`.control`)."""
+        return Control(self)
 
     def ensure_schema(self) -> None:
         """Create or upgrade the schema if needed (see :func:`migrate.ensure_schema`)."""
@@ -103,8 +113,14 @@ class Store:
         input: Any,
         first: Sequence[NewStep],
         waiting: Sequence[NewStep] = (),
+        deadline_ms: int | None = None,
+        entry_waits: Sequence[Gate] = (),
     ) -> _Created:
-        """Insert a run and its first steps; with a known key, return the existing run."""
+        """Insert a run and its first steps; with a known key, return the existing run.
+
+        ``entry_waits`` are entry steps that wait for a signal: their deadlines
+        start now, and the returned ``timers`` need wake-up messages.
+        """
         now = utcnow()
         try:
             with self._tx() as conn:
@@ -116,11 +132,22 @@ class Store:
                         status=RunStatus.PENDING.value,
                         input=input,
                         created_at=now,
+                        deadline_at=(
+                            None
+                            if deadline_ms is None
+                            else now + timedelta(milliseconds=deadline_ms)
+                        ),
                     )
                 )
                 self._insert_steps(conn, run_id, first, now)
                 self._insert_steps(conn, run_id, waiting, now, status=StepStatus.WAITING)
-            return _Created(run_id, True, list(first))
+                timers = []
+                for gate in entry_waits:
+                    (step,) = [w for w in waiting if w.name == gate.name]
+                    timer = _start_signal_wait(conn, run_id, step.id, gate, now, step.queue)
+                    if timer is not None:
+                        timers.append(timer)
+            return _Created(run_id, True, list(first), timers)
         except IntegrityError:
             if key is None:
                 raise
@@ -158,7 +185,9 @@ class Store:
                     "attempts": 0,
                     "input": s.input,
                     "created_at": now,
-                    "scheduled_at": s.scheduled_at or now,
+                    "scheduled_at": (
+                        s.scheduled_at or now if status is StepStatus.QUEUED else s.scheduled_at
+                    ),
                     "pending": s.pending,
                 }
                 for s in new
@@ -180,7 +209,9 @@ class Store:
             steps.update()
             .where(
                 steps.c.id == step_id,
-                _run_is_live(),
+                _run_is_live(now),
+                # The row decides when a timer is due; an early message is re-sent.
+                sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= now + _EARLY),
                 sa.or_(
                     steps.c.status == StepStatus.QUEUED.value,
                     sa.and_(
@@ -257,7 +288,7 @@ class Store:
         with self._tx() as conn:
             done = conn.execute(
                 steps.update()
-                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP), _run_is_live())
+                .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP), _run_is_live(now))
                 .values(
                     status=(StepStatus.FAILED if failed else StepStatus.SUCCEEDED).value,
                     output=output,
@@ -269,7 +300,7 @@ class Store:
                 )
             )
             if done.rowcount != 1:
-                conn.rollback()
+                _cancel_if_run_over(conn, step_id, now)
                 return None
             self._insert_steps(conn, run_id, inserts, now)
             ready = [*inserts]
@@ -392,27 +423,35 @@ class Store:
         lease_cutoff = datetime.max.replace(tzinfo=timezone.utc) if all_running else now
         stmt = (
             sa.select(
-                steps.c.id, steps.c.run_id, steps.c.name, steps.c.queue, runs.c.flow, runs.c.key
+                steps.c.id,
+                steps.c.run_id,
+                steps.c.name,
+                steps.c.queue,
+                steps.c.status,
+                runs.c.flow,
+                runs.c.key,
             )
             .join(runs, runs.c.id == steps.c.run_id)
             .where(
+                runs.c.status.in_(_LIVE_RUN),
                 sa.or_(
                     sa.and_(
-                        steps.c.status == StepStatus.QUEUED.value,
+                        # queued and due; or waiting for a signal past its deadline
+                        steps.c.status.in_((StepStatus.QUEUED.value, StepStatus.WAITING.value)),
                         steps.c.scheduled_at <= cutoff,
                     ),
                     sa.and_(
                         steps.c.status == StepStatus.RUNNING.value,
                         steps.c.lease_until < lease_cutoff,
                     ),
-                )
+                ),
             )
             .order_by(steps.c.scheduled_at)
             .limit(limit)
         )
         with self._tx() as conn:
             rows = conn.execute(stmt).all()
-            expired = [r.id for r in rows]
+            expired = [r.id for r in rows if r.status == StepStatus.RUNNING.value]
             if expired:
                 # A running step past its lease goes back to queued so a new
                 # message may claim it; the guarded claim keeps copies harmless.
@@ -425,7 +464,18 @@ class Store:
                     )
                     .values(status=StepStatus.QUEUED.value, lease_until=None)
                 )
-        return [DueStep(r.id, r.run_id, r.name, r.queue, r.flow, r.key) for r in rows]
+        return [
+            DueStep(
+                r.id,
+                r.run_id,
+                r.name,
+                r.queue,
+                r.flow,
+                r.key,
+                "waiting" if r.status == StepStatus.WAITING.value else "queued",
+            )
+            for r in rows
+        ]
 
     # -- the LLM response cache --------------------------------------------------
     def cache_get(self, key: str) -> tuple[Any, int, int] | None:
@@ -538,4 +588,17 @@ def _run_info(r: Any) -> RunInfo:
         started_at=_aware(r.started_at),
         finished_at=_aware(r.finished_at),
         stop_reason=r.stop_reason,
+    )
+
+
+def _cancel_if_run_over(conn: Connection, step_id: str, now: datetime) -> None:
+    """A step finishing after its run ended (cancelled, timed out) is recorded cancelled."""
+    conn.execute(
+        steps.update()
+        .where(
+            steps.c.id == step_id,
+            steps.c.status.in_(_LIVE_STEP),
+            ~_run_is_live(now),
+        )
+        .values(status=StepStatus.CANCELLED.value, finished_at=now, lease_until=None)
     )

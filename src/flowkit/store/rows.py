@@ -24,6 +24,8 @@ class NewStep:
     scheduled_at: datetime | None = None
     #: for a join created ``waiting``: how many completions it waits for
     pending: int | None = None
+    #: publish the message this much later (a timer); the row's time decides
+    delay_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Gate:
     delta: int
     sources: tuple[Source, ...]
     multi: bool
+    #: the signal the step also waits for, and how long (ms) once its parents are done
+    signal: str | None = None
+    signal_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,3 +78,6 @@ class DueStep:
     queue: str
     flow: str
     key: str | None
+    #: what the sweep found: ``"queued"``, ``"running"`` (lease passed) or ``"waiting"``
+    #: (a signal wait whose deadline passed)
+    status: str = "queued"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["SCHEMA_REVISION", "llm_cache", "metadata", "runs", "steps"]
+__all__ = ["SCHEMA_REVISION", "llm_cache", "metadata", "runs", "signals", "steps"]
 
 #: The Alembic revision this version of flowkit expects at head.
 SCHEMA_REVISION = "0001"
@@ -31,6 +31,8 @@ runs = sa.Table(
     sa.Column("error", JSONType, nullable=True),
     # Set when a step ended the run early with flowkit.Stop.
     sa.Column("stop_reason", sa.String(500), nullable=True),
+    # The run's deadline (flow timeout=): past it the run is timed_out.
+    sa.Column("deadline_at", Timestamp, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("finished_at", Timestamp, nullable=True),
@@ -87,4 +89,21 @@ llm_cache = sa.Table(
     sa.Column("prompt_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("completion_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", Timestamp, nullable=False),
+)
+
+signals = sa.Table(
+    "flowkit_signals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("flowkit_runs.id", ondelete="CASCADE", name="fk_flowkit_signals_run"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("payload", JSONType, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    # One signal of a name per run: a second one is refused, an early one kept.
+    sa.UniqueConstraint("run_id", "name", name="uq_flowkit_signals_run_name"),
 )

@@ -1,4 +1,4 @@
-"""Runs, steps and the LLM response cache.
+"""Runs, steps, signals and the LLM response cache.
 
 Revision ID: 0001
 Revises:
@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("output", JSONType, nullable=True),
         sa.Column("error", JSONType, nullable=True),
         sa.Column("stop_reason", sa.String(500), nullable=True),
+        sa.Column("deadline_at", Timestamp, nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("started_at", Timestamp, nullable=True),
         sa.Column("finished_at", Timestamp, nullable=True),
@@ -80,8 +81,24 @@ def upgrade() -> None:
         sa.Column("created_at", Timestamp, nullable=False),
     )
 
+    op.create_table(
+        "flowkit_signals",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "run_id",
+            sa.String(32),
+            sa.ForeignKey("flowkit_runs.id", ondelete="CASCADE", name="fk_flowkit_signals_run"),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("payload", JSONType, nullable=True),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.UniqueConstraint("run_id", "name", name="uq_flowkit_signals_run_name"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("flowkit_signals")
     op.drop_table("flowkit_llm_cache")
     op.drop_table("flowkit_steps")
     op.drop_table("flowkit_runs")

@@ -1,0 +1,172 @@
+"""Cron schedules: periodiq's cron parser, ticks deduplicated in the database.
+
+``flowkit scheduler`` computes each scheduled flow's next tick with periodiq's
+cron rules (in UTC) and starts a run for it with the key
+``schedule:<tick>``. The runs table's unique (flow, key) is the tick row: two
+schedulers running at once start each tick once, whichever submits first.
+
+Catch-up policy: a scheduler that was down does not flood on restart. By
+default the ticks it missed are skipped and logged; ``catch_up="latest"``
+starts the most recent missed tick once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .app import App
+    from .flows import Flow
+
+__all__ = ["Scheduler", "next_tick", "parse_cron", "tick_key"]
+
+log = logging.getLogger("flowkit.scheduler")
+
+#: how often the scheduler also runs the recovery sweep and deadline checks
+SWEEP_EVERY = 30.0
+_KEY_PREFIX = "schedule:"
+
+
+def parse_cron(expr: str, *, what: str) -> Any:
+    """Parse a five-field cron expression (or ``@daily``…) with periodiq.
+
+    Raises:
+        ConfigurationError: naming the flow and the expression.
+    """
+    try:
+        from periodiq import cron
+    except ImportError as exc:  # pragma: no cover - periodiq is a dependency
+        raise ConfigurationError("schedules need periodiq: pip install periodiq") from exc
+    try:
+        spec = cron(expr)
+        next_tick(spec, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{what}: schedule {expr!r} is not a cron expression like '*/5 * * * *' ({exc})"
+        ) from None
+    return spec
+
+
+def next_tick(spec: Any, after: datetime) -> datetime:
+    """The first tick strictly after ``after`` (UTC, whole minutes)."""
+    import pendulum
+
+    moment = pendulum.instance(after.astimezone(timezone.utc)).in_timezone("UTC")
+    n = spec.next_valid_date(moment)
+    return datetime(n.year, n.month, n.day, n.hour, n.minute, tzinfo=timezone.utc)
+
+
+def tick_key(tick: datetime) -> str:
+    """The run key of a scheduled tick: the dedupe row in the runs table."""
+    return f"{_KEY_PREFIX}{tick.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}"
+
+
+def _tick_of(key: str) -> datetime | None:
+    try:
+        return datetime.strptime(key[len(_KEY_PREFIX) :], "%Y-%m-%dT%H:%MZ").replace(
+            tzinfo=timezone.utc
+        )
+    except ValueError:
+        return None
+
+
+class Scheduler:
+    """Starts scheduled runs on time, once per tick, and sweeps for stuck work.
+
+    Parameters:
+        app: the App whose flows carry ``schedule=``.
+        catch_up: ``"skip"`` (default: log missed ticks) or ``"latest"``
+            (start the most recent missed tick once).
+        sweep_every: seconds between recovery sweeps (0 disables them).
+    """
+
+    def __init__(self, app: App, *, catch_up: str = "skip", sweep_every: float = SWEEP_EVERY):
+        if catch_up not in ("skip", "latest"):
+            raise ConfigurationError("catch_up must be 'skip' or 'latest'")
+        self.app = app
+        self.catch_up = catch_up
+        self.sweep_every = sweep_every
+        self.flows = [f for f in app.flows if f.schedule]
+        self.specs = {f.name: parse_cron(f.schedule or "", what=f.name) for f in self.flows}
+        self.started: list[tuple[str, datetime, str, bool]] = []
+
+    def _input(self, flow: Flow, tick: datetime) -> Any:
+        return flow.schedule_input if flow.schedule_input is not None else tick
+
+    def fire(self, flow: Flow, tick: datetime) -> bool:
+        """Start ``flow``'s run for ``tick`` unless a scheduler already did; True if we did."""
+        run = self.app.submit(flow, self._input(flow, tick), key=tick_key(tick))
+        self.started.append((flow.name, tick, run.id, run.created))
+        if run.created:
+            log.info("started run %s of %s for tick %s", run.id, flow.name, tick.isoformat())
+        else:
+            log.info(
+                "tick %s of %s was already started (run %s)", tick.isoformat(), flow.name, run.id
+            )
+        return run.created
+
+    def _catch_up(self, now: datetime) -> None:
+        for flow in self.flows:
+            last = self._last_tick(flow)
+            if last is None:
+                continue
+            missed: list[datetime] = []
+            tick = next_tick(self.specs[flow.name], last)
+            while tick <= now and len(missed) < 10_000:
+                missed.append(tick)
+                tick = next_tick(self.specs[flow.name], tick)
+            if not missed:
+                continue
+            if self.catch_up == "latest":
+                log.warning(
+                    "%s missed %d tick(s) while no scheduler ran; starting the latest (%s)",
+                    flow.name,
+                    len(missed),
+                    missed[-1].isoformat(),
+                )
+                self.fire(flow, missed[-1])
+            else:
+                log.warning(
+                    "%s missed %d tick(s) while no scheduler ran (%s .. %s); skipped "
+                    "(catch-up policy: skip)",
+                    flow.name,
+                    len(missed),
+                    missed[0].isoformat(),
+                    missed[-1].isoformat(),
+                )
+
+    def _last_tick(self, flow: Flow) -> datetime | None:
+        for info in self.app.store.list_runs(flow=flow.name, limit=50):
+            if info.key and info.key.startswith(_KEY_PREFIX):
+                return _tick_of(info.key)
+        return None
+
+    def run(self, stop: threading.Event, *, now: Any = None) -> None:
+        """Loop until ``stop`` is set: fire due ticks, sweep every ``sweep_every`` seconds."""
+        clock = now or (lambda: datetime.now(timezone.utc))
+        self._catch_up(clock())
+        upcoming = {f.name: next_tick(self.specs[f.name], clock()) for f in self.flows}
+        next_sweep = clock()
+        while not stop.is_set():
+            current = clock()
+            for flow in self.flows:
+                if upcoming[flow.name] <= current:
+                    self.fire(flow, upcoming[flow.name])
+                    upcoming[flow.name] = next_tick(self.specs[flow.name], upcoming[flow.name])
+            if self.sweep_every and current >= next_sweep:
+                try:
+                    self.app.recover(older_than=60.0)
+                except Exception:  # keep scheduling through a database hiccup
+                    log.warning("recovery sweep failed; retrying later", exc_info=True)
+                next_sweep = current + timedelta(seconds=self.sweep_every)
+            wake = min([*upcoming.values(), next_sweep]) if self.sweep_every else None
+            if wake is None and not upcoming:
+                stop.wait(3600)
+                continue
+            target = wake if wake is not None else min(upcoming.values())
+            stop.wait(max(0.05, (target - clock()).total_seconds()))
