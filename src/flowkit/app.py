@@ -381,6 +381,11 @@ class App:
                 # takes; in-process queues are cheap to poll.
                 worker_timeout=100 if self.settings.embedded else 1000,
             )
+            if self.settings.embedded:
+                # The StubBroker lists its delay queues among its queues, so the
+                # Worker consumes them with the small prefetch of ordinary queues;
+                # timers (signal waits, delays) would then block one another.
+                worker.queue_prefetch = 65535
             worker.start()
             self._worker = worker
             return worker

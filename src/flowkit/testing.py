@@ -21,16 +21,18 @@ With pytest, add ``pytest_plugins = ["flowkit.testing"]`` to your
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .app import App, Run
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ResultTimeout
+from .status import RunStatus
 from .flows import Flow
 
-__all__ = ["drain", "embedded", "flowkit_embedded", "run_to_completion"]
+__all__ = ["drain", "embedded", "flowkit_embedded", "run_to_completion", "wait_for_status"]
 
 
 @contextmanager
@@ -75,6 +77,28 @@ def run_to_completion(*runs: Run, timeout: float = 30.0) -> Any:
     """
     results = [run.result(timeout=timeout) for run in runs]
     return results[0] if len(results) == 1 else results
+
+
+def wait_for_status(run: Run, *statuses: RunStatus | str, timeout: float = 30.0) -> RunStatus:
+    """Wait until ``run`` is in one of ``statuses`` (e.g. ``"waiting"`` for a signal).
+
+    Raises:
+        ResultTimeout: not reached within ``timeout`` seconds (the message says
+            which status the run is in instead).
+    """
+    wanted = {RunStatus(s) for s in statuses}
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        status = run.status()
+        if status in wanted:
+            return status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            names = ", ".join(sorted(s.value for s in wanted))
+            raise ResultTimeout(f"run {run.id} is {status.value}, not {names}, after {timeout:g}s")
+        run.app._wait_finished(min(pause, left))
+        pause = min(pause * 2, 0.1)
 
 
 def drain(app: App, *, timeout: float = 30.0) -> None:
