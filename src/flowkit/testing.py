@@ -29,8 +29,8 @@ from typing import Any
 
 from .app import App, Run
 from .errors import ConfigurationError, ResultTimeout
-from .status import RunStatus
 from .flows import Flow
+from .status import RunStatus
 
 __all__ = ["drain", "embedded", "flowkit_embedded", "run_to_completion", "wait_for_status"]
 

@@ -18,6 +18,7 @@ from flowkit.testing import drain, embedded, wait_for_status
 calls: Counter[str] = Counter()
 _lock = threading.Lock()
 release = threading.Event()
+working = threading.Event()
 
 
 def hit(name: str) -> None:
@@ -29,6 +30,7 @@ def hit(name: str) -> None:
 def _reset() -> None:
     calls.clear()
     release.clear()
+    working.clear()
 
 
 class Expense(BaseModel):
@@ -111,6 +113,7 @@ def split(n: int) -> list[int]:
 @fan.step(after=split, each=True)
 def work(i: int, ctx: flowkit.Context) -> int:
     hit("work")
+    working.set()
     while not ctx.cancelled and not release.is_set():
         release.wait(0.02)
     return i
@@ -213,7 +216,7 @@ def test_a_run_past_its_deadline_is_timed_out(ctl: flowkit.App) -> None:
 
 def test_cancel_a_running_fan_out(ctl: flowkit.App) -> None:
     run = fan.submit(30)
-    wait_for_status(run, "running", timeout=10)
+    assert working.wait(10)  # items are running
     assert run.cancel() is True
     assert run.wait(timeout=10) is flowkit.RunStatus.CANCELLED
     assert run.cancel() is False
