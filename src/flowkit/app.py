@@ -140,10 +140,17 @@ class App:
     ) -> None:
         """Override settings before first use (the CLI's ``--broker-url`` and friends).
 
+        ``embedded_worker`` may change at any time; the rest only before the
+        App opens its broker or store.
+
         Raises:
             ConfigurationError: the App already opened its broker or store.
         """
         with self._lock:
+            if embedded_worker is not None:
+                self._embedded_worker = embedded_worker
+            if broker_url is None and database_url is None and threads is None:
+                return
             if self._store is not None or self._broker is not None:
                 raise ConfigurationError(
                     f"App {self.name!r} is already running; configure it first"
@@ -227,6 +234,28 @@ class App:
             InputValidationError: ``data`` does not match the signal's type.
         """
         return self.engine.signal(run_id, name, data)
+
+    def retry(self, run_id: str, *, from_step: str | None = None) -> list[str]:
+        """Re-run a finished run from its failed step (or ``from_step``).
+
+        The steps before it keep their stored outputs and do not run again; a
+        failed fan-out item runs again with the other unfinished items while
+        the items that succeeded are kept.
+
+        Returns:
+            the names of the steps queued again.
+
+        Raises:
+            RunNotFound: no such run.
+            RunStateError: the run is still live, or has no failed step and no
+                ``from_step`` was given.
+            NotFoundError: ``from_step`` is not a step of the run's flow.
+        """
+        from .runtime.redrive import redrive
+
+        names = redrive(self.engine, run_id, from_step)
+        self._maybe_start_embedded()
+        return names
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run: queued and waiting steps are cancelled, running ones finish
@@ -434,7 +463,9 @@ class Run:
 
     def __init__(self, app: App, run_id: str, flow: str, *, created: bool) -> None:
         self.app = app
+        #: the run's id
         self.id = run_id
+        #: the name of the run's flow
         self.flow = flow
         #: whether the submit that returned this handle created the run
         #: (``False`` when an existing run was found by its key).
@@ -469,6 +500,10 @@ class Run:
     def cancel(self) -> bool:
         """Cancel this run; see :meth:`App.cancel`."""
         return self.app.cancel(self.id)
+
+    def retry(self, *, from_step: str | None = None) -> list[str]:
+        """Re-run this finished run from its failed step; see :meth:`App.retry`."""
+        return self.app.retry(self.id, from_step=from_step)
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run reaches a terminal status; return it.

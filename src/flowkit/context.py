@@ -43,7 +43,6 @@ class Context:
         logger: a :class:`logging.Logger`-like adapter whose records carry run,
             step, key and tenant.
         app: the :class:`~flowkit.App` running the step.
-        cancelled: whether the run was cancelled or timed out (check it in long steps).
         usage: LLM tokens and cost spent so far (see :meth:`record_usage`).
 
     .. versionadded:: 0.1
@@ -105,7 +104,7 @@ class Context:
 
     @property
     def cancelled(self) -> bool:
-        """Whether the run was cancelled or timed out: a long step should stop early.
+        """Whether the run was cancelled or timed out, so a long step should stop early.
 
         Reads the run's status from the store at most once a second.
         """

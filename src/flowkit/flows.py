@@ -148,7 +148,7 @@ class Flow:
 
     @property
     def output_type(self) -> Any:
-        """The type of a finished run's result: the single sink's output type."""
+        """The type of a finished run's result, the single sink's output type."""
         sinks = self.sinks()
         if len(sinks) == 1:
             out = self.steps[sinks[0]].output_type

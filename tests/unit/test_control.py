@@ -299,3 +299,84 @@ def test_a_scheduler_skips_missed_ticks_and_fires_on_time(ctl: flowkit.App) -> N
         datetime(2026, 1, 1, 1, 5, tzinfo=timezone.utc),
         datetime(2026, 1, 1, 1, 10, tzinfo=timezone.utc),
     ]
+
+
+# -- redrive ------------------------------------------------------------------
+broken: set[str] = set()
+
+orders = flowkit.Workflow("redrive-orders")
+
+
+@orders.step(retries=0)
+def load(n: int) -> list[int]:
+    hit("load")
+    return list(range(n))
+
+
+@orders.step(after=load, each=True, retries=0)
+def charge(i: int) -> int:
+    hit(f"charge:{i}")
+    if f"item{i}" in broken:
+        raise RuntimeError(f"card {i} declined")
+    return i * 10
+
+
+@orders.step(after=charge, retries=0)
+def receipt(amounts: list[int]) -> int:
+    hit("receipt")
+    if "receipt" in broken:
+        raise RuntimeError("printer jam")
+    return sum(amounts)
+
+
+redrive_app = flowkit.App("redrive", flows=[orders])
+
+
+@pytest.fixture
+def rd(tmp_path: Path) -> Iterator[flowkit.App]:
+    broken.clear()
+    with embedded(redrive_app, tmp_path, threads=4) as a:
+        yield a
+
+
+def test_retry_from_the_failed_step_keeps_what_came_before(rd: flowkit.App) -> None:
+    broken.add("receipt")
+    run = orders.submit(4)
+    with pytest.raises(flowkit.RunFailed, match="printer jam"):
+        run.result(timeout=10)
+    broken.clear()
+    assert run.retry() == ["receipt"]
+    assert run.result(timeout=10) == 60
+    assert calls["load"] == 1 and calls["charge:0"] == 1 and calls["receipt"] == 2
+
+
+def test_retry_a_failed_item_keeps_the_items_that_succeeded(rd: flowkit.App) -> None:
+    broken.add("item2")
+    run = orders.submit(5)
+    with pytest.raises(flowkit.RunFailed, match="card 2 declined"):
+        run.result(timeout=10)
+    drain(rd)
+    kept = {s.item for s in run.steps() if s.name == "charge" and s.status.value == "succeeded"}
+    broken.clear()
+    assert run.retry() == ["charge"]
+    assert run.result(timeout=10) == 100
+    assert calls["load"] == 1
+    assert calls["charge:2"] == 2
+    assert all(calls[f"charge:{i}"] == 1 for i in kept)  # their outputs were reused
+
+
+def test_retry_from_a_named_step_and_refusals(rd: flowkit.App) -> None:
+    run = orders.submit(2)
+    assert run.result(timeout=10) == 10
+    with pytest.raises(flowkit.RunStateError, match="name one to start from"):
+        run.retry()
+    with pytest.raises(flowkit.NotFoundError, match="has no step 'ghost'"):
+        run.retry(from_step="ghost")
+    assert run.retry(from_step="charge") == ["charge"]
+    assert run.result(timeout=10) == 10
+    assert calls["load"] == 1 and calls["charge:1"] == 2 and calls["receipt"] == 2
+    rd.stop_worker()
+    rd.configure(embedded_worker=False)
+    live = orders.submit(1)
+    with pytest.raises(flowkit.RunStateError, match="only a finished run"):
+        live.retry()

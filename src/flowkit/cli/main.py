@@ -10,7 +10,14 @@ from collections.abc import Callable, Sequence
 
 from ..__about__ import __version__
 from ..errors import FlowkitError
-from . import commands_db, commands_flows, commands_runs, commands_worker, exits
+from . import (
+    commands_control,
+    commands_db,
+    commands_flows,
+    commands_runs,
+    commands_worker,
+    exits,
+)
 
 __all__ = ["main"]
 
@@ -59,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_worker.register(sub, common, _Formatter)
     commands_runs.register(sub, common, _Formatter)
     commands_flows.register(sub, common, _Formatter)
+    commands_control.register(sub, common, _Formatter)
     commands_db.register(sub, common, _Formatter)
     return parser
 

@@ -44,6 +44,7 @@ from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
 from ..store import Claim, NewStep, Store
 from ..store.repo import utcnow
+from .faults import fault
 from .plan import Plan, gate, initial_rows, plan_completion, plan_settled_failure
 from .timeouts import time_limit
 
@@ -289,6 +290,7 @@ class Engine:
         except (Exception, StepTimeout) as exc:
             self._attempt_failed(flow, stage, step_id, claim, exc, message_id, ctx.usage)
             return
+        fault("before-commit")
         ready = self.store.complete(
             step_id=step_id,
             message_id=message_id,
@@ -305,8 +307,10 @@ class Engine:
         if ready is None:
             log.info("step %s of run %s was already finished; result discarded", stage.name, run_id)
             return
+        fault("after-commit")
         if ready:
             self.publish(flow.name, run_id, key, [Outgoing.of(s) for s in ready])
+        fault("after-publish")
         if plan.end is not None or stop is not _NO_STOP:
             self.app._notify_finished(run_id)
 

@@ -1,0 +1,144 @@
+"""Redrive: run a finished run again from a step, reusing what came before it.
+
+The step to start from (the failed one by default) and every step after it
+are reset; the steps before it keep their stored outputs and do not run
+again. A failed fan-out item is retried with the other failed or skipped
+items while the items that succeeded are kept.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._ids import new_id
+from ..errors import NotFoundError, RunNotFound, RunStateError
+from ..flows import Flow
+from ..records import StepInfo
+from ..status import StepStatus
+from ..store import Gate, NewStep
+from .plan import gate
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["redrive"]
+
+
+def _descendants(flow: Flow, start: str) -> list[str]:
+    seen: list[str] = []
+    todo = [start]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.append(n)
+        todo += flow.children(n)
+    order = flow.order()
+    return sorted(seen, key=order.index)
+
+
+def _pick_start(flow: Flow, steps: list[StepInfo], run_id: str) -> str:
+    order = flow.order()
+    bad = [s for s in steps if s.status in (StepStatus.FAILED, StepStatus.CANCELLED)]
+    if not bad:
+        raise RunStateError(
+            f"run {run_id} has no failed or cancelled step: name one to start from (--from STEP)"
+        )
+    return min(bad, key=lambda s: order.index(s.name) if s.name in order else 1 << 30).name
+
+
+def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[str]:
+    """Re-run a finished run from ``from_step`` (default: its first failed step).
+
+    Returns:
+        the names of the steps queued again.
+
+    Raises:
+        RunNotFound: no such run.
+        RunStateError: the run is still live, or has nothing to retry.
+        NotFoundError: ``from_step`` is not a step of the run's flow.
+    """
+    store = engine.store
+    info = store.get_run(run_id)
+    if info is None:
+        raise RunNotFound(f"no run {run_id!r}")
+    if not info.status.terminal:
+        raise RunStateError(f"run {run_id} is still {info.status.value}: only a finished run")
+    flow = engine.app.flow(info.flow)
+    steps = store.get_steps(run_id)
+    if from_step is not None and from_step not in flow.steps:
+        raise NotFoundError(
+            f"{flow.name!r} has no step {from_step!r} (steps: {', '.join(flow.steps)})"
+        )
+    start = from_step or _pick_start(flow, steps, run_id)
+    reset = _descendants(flow, start)
+    keep_items = None
+    if flow.is_each(start) and from_step is None:
+        items = [s for s in steps if s.name == start and s.item is not None]
+        if any(s.status is StepStatus.SUCCEEDED for s in items):
+            keep_items = start
+    requeued = sum(
+        1
+        for s in steps
+        if keep_items and s.name == keep_items and s.status is not StepStatus.SUCCEEDED
+    )
+    outputs = {s.name: s.output for s in steps if s.item is None}
+    restart: list[tuple[NewStep, Gate | None]] = []
+    if keep_items is None:
+        restart = _restart_rows(flow, start, outputs, info.input)
+    waiting = []
+    for name in reset:
+        if name == start and not flow.is_join(name):
+            continue
+        if not flow.is_join(name):
+            continue
+        pending = 1 if flow.steps[name].wait_for else 0
+        for p in flow.parents(name):
+            if p == keep_items:
+                pending += requeued
+            elif p == start and flow.is_each(p):
+                pending += len(restart)  # the items are queued now, not spawned later
+            elif p in reset:
+                pending += 1
+        if name == start and pending == 0:
+            restart.append((_row(flow, name), gate(flow, name, 0)))
+            continue
+        waiting.append(
+            NewStep(
+                id=new_id(), name=name, queue=flow.steps[name].queue, input=None, pending=pending
+            )
+        )
+    published = store.control.redrive(
+        run_id,
+        reset=reset,
+        restart=restart,
+        waiting=waiting,
+        keep_items=keep_items,
+        clear_signals=[flow.steps[n].wait_for or "" for n in reset if flow.steps[n].wait_for],
+    )
+    from .engine import Outgoing
+
+    engine.publish(flow.name, run_id, info.key, [Outgoing.of(s) for s in published])
+    return sorted({s.name for s in published}, key=flow.order().index)
+
+
+def _row(flow: Flow, name: str, value: object = None, item: int | None = None) -> NewStep:
+    return NewStep(id=new_id(), name=name, queue=flow.steps[name].queue, input=value, item=item)
+
+
+def _restart_rows(
+    flow: Flow, start: str, outputs: dict[str, object], run_input: object
+) -> list[tuple[NewStep, Gate | None]]:
+    if flow.is_join(start):
+        return []  # re-created waiting (or opened) by the caller
+    parents = flow.parents(start)
+    if not parents:
+        return [(_row(flow, start, run_input), None)]
+    parent_output = outputs.get(parents[0])
+    if flow.is_each(start):
+        if not isinstance(parent_output, list):
+            raise RunStateError(
+                f"cannot fan {start!r} out again: {parents[0]!r} has no list output"
+            )
+        return [(_row(flow, start, v, i), None) for i, v in enumerate(parent_output)]
+    return [(_row(flow, start, parent_output), None)]
