@@ -169,6 +169,7 @@ class Engine:
             entry_waits=entry_waits,
         )
         if created.created:
+            fault("submit-after-commit")
             out = [Outgoing.of(s) for s in [*first, *created.timers]]
             self.publish(flow.name, created.run_id, key, out)
             if flow.timeout_ms:

@@ -9,6 +9,7 @@ Points:
     ``before-commit``  the step ran; its result is not recorded yet.
     ``after-commit``   the result and successors are committed; nothing published.
     ``after-publish``  successors published; the message is not acknowledged yet.
+    ``submit-after-commit``  a submitted run is stored; its first message not sent.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 
 __all__ = ["POINTS", "fault"]
 
-POINTS = ("before-commit", "after-commit", "after-publish")
+POINTS = ("before-commit", "after-commit", "after-publish", "submit-after-commit")
 
 _SPEC = os.environ.get("FLOWKIT_FAULT", "")
 _POINT, _, _NTH = _SPEC.partition("@")

@@ -108,6 +108,9 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
                 id=new_id(), name=name, queue=flow.steps[name].queue, input=None, pending=pending
             )
         )
+    signal_waits = [
+        gate(flow, w.name, 0) for w in waiting if flow.steps[w.name].wait_for and w.pending == 1
+    ]
     published = store.control.redrive(
         run_id,
         reset=reset,
@@ -115,11 +118,13 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
         waiting=waiting,
         keep_items=keep_items,
         clear_signals=[flow.steps[n].wait_for or "" for n in reset if flow.steps[n].wait_for],
+        signal_waits=signal_waits,
     )
     from .engine import Outgoing
 
     engine.publish(flow.name, run_id, info.key, [Outgoing.of(s) for s in published])
-    return sorted({s.name for s in published}, key=flow.order().index)
+    names = {s.name for s in published} | {g.name for g in signal_waits}
+    return sorted(names, key=flow.order().index)
 
 
 def _row(flow: Flow, name: str, value: object = None, item: int | None = None) -> NewStep:

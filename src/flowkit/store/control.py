@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from .._ids import new_id
 from ..errors import RunNotFound, RunStateError, SignalRejected
 from ..status import RunStatus, StepStatus
-from .gates import finish_run, gate_input, move_gate, skip_live
+from .gates import finish_run, gate_input, move_gate, skip_live, start_signal_wait
 from .rows import Gate, NewStep
 from .schema import runs, signals, steps
 
@@ -208,6 +208,7 @@ class Control:
         waiting: Sequence[NewStep],
         keep_items: str | None = None,
         clear_signals: Sequence[str] = (),
+        signal_waits: Sequence[Gate] = (),
     ) -> list[NewStep]:
         """Re-run part of a finished run, keeping the outputs of the steps before it.
 
@@ -302,17 +303,23 @@ class Control:
                         signals.c.run_id == run_id, signals.c.name.in_(list(clear_signals))
                     )
                 )
+            status = RunStatus.RUNNING
             conn.execute(
                 runs.update()
                 .where(runs.c.id == run_id)
                 .values(
-                    status=RunStatus.RUNNING.value,
+                    status=status.value,
                     error=None,
                     output=None,
                     stop_reason=None,
                     finished_at=None,
                 )
             )
+            for g in signal_waits:  # waiting for a fresh signal: start its deadline
+                (w,) = [w for w in waiting if w.name == g.name]
+                timer = start_signal_wait(conn, run_id, w.id, g, now, w.queue)
+                if timer is not None:
+                    out.append(timer)
         return out
 
 
