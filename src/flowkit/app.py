@@ -23,6 +23,7 @@ from .errors import (
     RunNotFound,
 )
 from .flows import Flow
+from .observability import Observer, Observers
 from .records import RunInfo, StepInfo
 from .status import RunStatus
 
@@ -66,6 +67,7 @@ class App:
         llm_model: the default chat model of :mod:`flowkit.llm` steps.
         llm_prices: USD per million prompt and completion tokens per model,
             to record each LLM step's cost.
+        observers: :class:`~flowkit.observability.Observer` hooks (metrics, tracing).
 
     Raises:
         FlowDefinitionError: two flows share a name, or a flow belongs to another App.
@@ -84,6 +86,7 @@ class App:
         embedded_worker: bool | None = None,
         llm_model: str | None = None,
         llm_prices: dict[str, tuple[float, float]] | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         if not isinstance(name, str) or not _APP_NAME.match(name):
             raise FlowDefinitionError(f"App name {name!r} is not valid")
@@ -99,6 +102,8 @@ class App:
             flow._bind(self)
         self._broker_url = broker_url
         self._database_url = database_url
+        #: hooks called by the runtime (metrics, tracing); see :mod:`flowkit.observability`
+        self.observers = Observers(observers)
         #: default model for :mod:`flowkit.llm` (else ``$FLOWKIT_LLM_MODEL``)
         self.llm_model = llm_model
         #: USD per million tokens, ``{model: (prompt, completion)}``, for cost on steps
@@ -443,7 +448,9 @@ class App:
         self.close()
 
     # -- waiting ---------------------------------------------------------------
-    def _notify_finished(self, run_id: str) -> None:
+    def _notify_finished(self, run_id: str, *, flow: str = "", status: str = "") -> None:
+        if status:
+            self.observers.emit("run_finished", flow=flow, status=status)
         with self._finished:
             self._finished.notify_all()
 

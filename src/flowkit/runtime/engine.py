@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -276,6 +277,15 @@ class Engine:
             item=claim.item,
             app=self.app,
         )
+        observe = self.app.observers.emit
+        observe(
+            "step_started",
+            flow=flow.name,
+            step=stage.name,
+            queue=stage.queue,
+            attempt=claim.attempts,
+        )
+        began = time.monotonic()
         try:
             with time_limit(stage.timeout_ms, f"step {stage.name!r}"):
                 result = stage.invoke(value, ctx)
@@ -289,6 +299,18 @@ class Engine:
                 )
                 plan, stop = plan_completion(flow, stage.name, claim.item, output), _NO_STOP
         except (Exception, StepTimeout) as exc:
+            retried = claim.attempts <= stage.retries and not isinstance(
+                exc, (ValidationError, PermanentError)
+            )
+            observe(
+                "step_finished",
+                flow=flow.name,
+                step=stage.name,
+                queue=stage.queue,
+                outcome="retried" if retried else "failed",
+                seconds=time.monotonic() - began,
+                usage=ctx.usage or None,
+            )
             self._attempt_failed(flow, stage, step_id, claim, exc, message_id, ctx.usage)
             return
         fault("before-commit")
@@ -308,6 +330,15 @@ class Engine:
         if ready is None:
             log.info("step %s of run %s was already finished; result discarded", stage.name, run_id)
             return
+        observe(
+            "step_finished",
+            flow=flow.name,
+            step=stage.name,
+            queue=stage.queue,
+            outcome="succeeded",
+            seconds=time.monotonic() - began,
+            usage=ctx.usage or None,
+        )
         fault("after-commit")
         if ready:
             self.publish(flow.name, run_id, key, [Outgoing.of(s) for s in ready])
@@ -394,7 +425,7 @@ class Engine:
                 _short(exc),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
-            self.app._notify_finished(claim.run_id)
+            self.app._notify_finished(claim.run_id, flow=flow.name, status="failed")
 
     def _not_claimed(self, flow: Flow, step_id: str, message_id: str, key: str | None) -> None:
         """A message whose step it cannot run now: a duplicate, an early timer, a deadline."""
@@ -456,7 +487,7 @@ class Engine:
             self.publish(flow.name, run_id, key, [Outgoing.of(outcome)])
         elif outcome:
             log.warning("run %s failed: %s", run_id, exc)
-            self.app._notify_finished(run_id)
+            self.app._notify_finished(run_id, flow=flow.name, status="failed")
 
     # -- control ---------------------------------------------------------------
     def signal(self, run_id: str, name: str, payload: Any) -> bool:
@@ -499,7 +530,7 @@ class Engine:
         """Cancel a run; ``False`` if it was already over."""
         done = self.store.control.cancel(run_id)
         if done:
-            self.app._notify_finished(run_id)
+            self.app._notify_finished(run_id, flow="", status="cancelled")
         return done
 
     def on_control(self, op: str, run_id: str) -> None:
@@ -520,7 +551,7 @@ class Engine:
         error = {"type": "RunTimeout", "message": "the run passed its deadline", "step": None}
         if self.store.control.time_out_run(run_id, error):
             log.warning("run %s timed out", run_id)
-            self.app._notify_finished(run_id)
+            self.app._notify_finished(run_id, flow="", status="timed_out")
 
     # -- recovery --------------------------------------------------------------
     def recover(
