@@ -31,6 +31,8 @@ from .errors import (
 )
 from .flows import Flow, Pipeline
 from .joins import ItemFailure, Settled
+from .observability import Observer
+from .queues import Queue, RateLimit
 from .records import RunInfo, StepInfo
 from .stage import Stage, Stop, stage
 from .status import RunStatus, StepStatus
@@ -47,6 +49,8 @@ __all__ = [
     "Workflow",
     "Settled",
     "ItemFailure",
+    "Queue",
+    "RateLimit",
     # Running them
     "App",
     "Run",
@@ -54,6 +58,7 @@ __all__ = [
     "StepInfo",
     "RunStatus",
     "StepStatus",
+    "Observer",
     # Errors
     "FlowkitError",
     "BrokerError",

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, create_model
 from ._types import parse_duration_ms, strip_type, type_name
 from .context import Context
 from .errors import ConfigurationError, FlowDefinitionError
+from .queues import Queue, RateLimit, StepLimits, check_key_fn, parse_rate
 
 __all__ = ["Stage", "Stop", "stage"]
 
@@ -97,22 +98,29 @@ class Stage(Generic[In, Out]):
         fn: Callable[..., Any],
         *,
         name: str | None = None,
-        queue: str | None = None,
+        queue: str | Queue | None = None,
         retries: int = DEFAULT_RETRIES,
         min_backoff: str | float | None = None,
         max_backoff: str | float | None = None,
         timeout: str | float | None = None,
-        priority: int = 0,
+        priority: int | None = None,
         inputs: Sequence[str] | None = None,
         wait_for: str | None = None,
         delay: str | float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | RateLimit | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flowkit.stage expects a function, got {fn!r}")
         self.fn = fn
         self.name = _validate_name(name or fn.__name__, what="stage name")
         what = f"stage {self.name!r}"
-        self.queue = validate_queue_name(queue or DEFAULT_QUEUE, what=what)
+        self.queue_obj = queue if isinstance(queue, Queue) else None
+        self.queue = validate_queue_name(
+            queue.name if isinstance(queue, Queue) else (queue or DEFAULT_QUEUE), what=what
+        )
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"{what}: retries must be an integer >= 0, got {retries!r}")
         self.retries = retries
@@ -125,9 +133,28 @@ class Stage(Generic[In, Out]):
         if self.max_backoff_ms < self.min_backoff_ms:
             raise ConfigurationError(f"{what}: max_backoff is smaller than min_backoff")
         self.timeout_ms = parse_duration_ms(timeout, what=f"{what} timeout")
+        if priority is None:
+            priority = self.queue_obj.priority if self.queue_obj and self.queue_obj.priority else 0
         if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255:
             raise ConfigurationError(f"{what}: priority must be an integer in 0..255")
         self.priority = priority
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigurationError(f"{what}: concurrency must be an integer >= 1")
+        q = self.queue_obj
+        #: the rate and concurrency limits this step's claims respect
+        self.limits = StepLimits(
+            queue=self.queue,
+            queue_concurrency=q.concurrency if q else None,
+            queue_rate=q.rate_limit if q else None,
+            concurrency=concurrency,
+            concurrency_key=check_key_fn(concurrency_key, what=f"{what} concurrency_key"),
+            rate=parse_rate(rate_limit, what=what),
+            rate_key=check_key_fn(rate_limit_key, what=f"{what} rate_limit_key"),
+        )
+        if concurrency_key is not None and concurrency is None:
+            raise ConfigurationError(f"{what}: concurrency_key needs concurrency=N")
+        if rate_limit_key is not None and rate_limit is None:
+            raise ConfigurationError(f"{what}: rate_limit_key needs rate_limit='N/period'")
         #: for a step with several parents: the parameter names, one per parent
         self.inputs: tuple[str, ...] | None = tuple(inputs) if inputs else None
         self._context_param: str | None = None
@@ -311,12 +338,16 @@ def stage(
     /,
     *,
     name: str | None = None,
-    queue: str | None = None,
+    queue: str | Queue | None = None,
     retries: int = DEFAULT_RETRIES,
     min_backoff: str | float | None = None,
     max_backoff: str | float | None = None,
     timeout: str | float | None = None,
-    priority: int = 0,
+    priority: int | None = None,
+    concurrency: int | None = None,
+    concurrency_key: Callable[[Any], Any] | None = None,
+    rate_limit: str | RateLimit | None = None,
+    rate_limit_key: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Stage[Any, Any]]: ...
 
 
@@ -325,12 +356,16 @@ def stage(
     /,
     *,
     name: str | None = None,
-    queue: str | None = None,
+    queue: str | Queue | None = None,
     retries: int = DEFAULT_RETRIES,
     min_backoff: str | float | None = None,
     max_backoff: str | float | None = None,
     timeout: str | float | None = None,
-    priority: int = 0,
+    priority: int | None = None,
+    concurrency: int | None = None,
+    concurrency_key: Callable[[Any], Any] | None = None,
+    rate_limit: str | RateLimit | None = None,
+    rate_limit_key: Callable[[Any], Any] | None = None,
 ) -> Stage[Any, Any] | Callable[[Callable[..., Any]], Stage[Any, Any]]:
     """Declare a pipeline stage: a plain function from one typed value to another.
 
@@ -344,13 +379,22 @@ def stage(
 
     Parameters:
         name: the step's name in its flow (default: the function's name).
-        queue: the broker queue its messages go to (default ``"default"``).
+        queue: the broker queue its messages go to: a name or a
+            :class:`~flowkit.Queue` (default ``"default"``).
         retries: how many times a failing step is retried before the run fails.
         min_backoff: first retry delay (``"1s"``), doubled on each retry, with jitter.
         max_backoff: the longest retry delay (``"5m"``).
         timeout: the longest one attempt may run (``"30s"``); past it the attempt
             fails with :class:`~flowkit.StepTimeout` and is retried.
-        priority: in-worker priority, 0 (first) to 255.
+        priority: 0 (first) to 255; in-worker order, and the RabbitMQ message
+            priority when the App sets ``max_priority`` (default: the queue's).
+        concurrency: at most this many attempts of this step run at once over all
+            workers (per value of ``concurrency_key`` when given).
+        concurrency_key: a function of the input, e.g. ``lambda e: e.tenant_id``.
+        rate_limit: at most this many starts per window over all workers (``"10/s"``),
+            per value of ``rate_limit_key`` when given. A step over a limit waits;
+            it is not failed and the wait is not a retry.
+        rate_limit_key: a function of the input.
 
     Returns:
         a :class:`Stage`, still callable as the plain function.
@@ -372,6 +416,10 @@ def stage(
             max_backoff=max_backoff,
             timeout=timeout,
             priority=priority,
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
         )
 
     if fn is not None:

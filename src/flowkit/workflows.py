@@ -9,6 +9,7 @@ from ._types import is_assignable, parse_duration_ms, type_name
 from .errors import FlowDefinitionError
 from .flows import Flow
 from .joins import settled_item_type
+from .queues import Queue, RateLimit
 from .stage import DEFAULT_RETRIES, Stage, validate_event_name
 
 __all__ = ["Workflow"]
@@ -87,14 +88,18 @@ class Workflow(Flow):
         after: StepRef | Sequence[StepRef] | None = None,
         each: bool = False,
         name: str | None = None,
-        queue: str | None = None,
+        queue: str | Queue | None = None,
         retries: int = DEFAULT_RETRIES,
         min_backoff: str | float | None = None,
         max_backoff: str | float | None = None,
         timeout: str | float | None = None,
-        priority: int = 0,
+        priority: int | None = None,
         wait_for: str | None = None,
         delay: str | float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | RateLimit | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Declare a step of this workflow (usable bare or with options).
 
@@ -109,7 +114,8 @@ class Workflow(Flow):
                 :class:`~flowkit.StepTimeout`, or, if the payload's type admits
                 ``None``, runs with ``None``.
             delay: wait this long (``"10m"``) after the step is ready before running it.
-            name, queue, retries, min_backoff, max_backoff, timeout, priority:
+            name, queue, retries, min_backoff, max_backoff, timeout, priority,
+            concurrency, concurrency_key, rate_limit, rate_limit_key:
                 as for :func:`flowkit.stage`.
 
         Returns:
@@ -135,6 +141,10 @@ class Workflow(Flow):
                 inputs=parents if len(parents) > 1 else None,
                 wait_for=wait_for,
                 delay=delay,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
+                rate_limit_key=rate_limit_key,
             )
             if wait_for:
                 stage.wait_timeout_ms = parse_duration_ms(timeout, what=f"step {stage.name!r}")

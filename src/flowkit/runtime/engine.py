@@ -43,7 +43,7 @@ from ..errors import (
 from ..flows import Flow
 from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
-from ..store import Claim, NewStep, Store
+from ..store import Claim, ClaimLimits, Delayed, NewStep, Store
 from ..store.repo import utcnow
 from .faults import fault
 from .plan import Plan, gate, initial_rows, plan_completion, plan_settled_failure
@@ -248,11 +248,32 @@ class Engine:
         message = CurrentMessage.get_current_message()
         message_id = message.message_id if message is not None else new_id()
         lease = (stage.timeout_ms + _LEASE_MARGIN_MS) if stage.timeout_ms else DEFAULT_LEASE_MS
+        limits = self._limits(flow, stage, step_id) if stage.limits.any else None
         claim = self.store.claim(
-            step_id, message_id, lease_ms=lease, starts_run=not flow.parents(stage.name)
+            step_id,
+            message_id,
+            lease_ms=lease,
+            starts_run=not flow.parents(stage.name),
+            limits=limits,
         )
         if claim is None:
             self._not_claimed(flow, step_id, message_id, key)
+            return
+        if isinstance(claim, Delayed):
+            # Over a rate or concurrency limit: come back later. Not a failure,
+            # and not a retry: the attempt counter does not move.
+            self.app.observers.emit(
+                "step_delayed",
+                flow=flow.name,
+                step=stage.name,
+                queue=stage.queue,
+                seconds=claim.ms / 1000,
+            )
+            log.debug(
+                "step %s of run %s delayed %dms (%s)", stage.name, run_id, claim.ms, claim.reason
+            )
+            retry = Outgoing(step_id, stage.name, stage.queue, claim.ms)
+            self.publish(flow.name, run_id, key, [retry])
             return
         try:
             value = stage.parse_input(claim.input)
@@ -345,6 +366,31 @@ class Engine:
         fault("after-publish")
         if plan.end is not None or stop is not _NO_STOP:
             self.app._notify_finished(run_id)
+
+    def _limits(self, flow: Flow, stage: Stage[Any, Any], step_id: str) -> ClaimLimits:
+        lim = stage.limits
+        value: Any = None
+        if lim.concurrency_key or lim.rate_key:
+            value = stage.parse_input(self.store.step_input(step_id))
+            if stage.wait_for:
+                value = value[0]
+        scope = f"{flow.name}.{stage.name}"
+        key = None
+        if lim.concurrency:
+            key = f"{scope}:{lim.concurrency_key(value)}" if lim.concurrency_key else scope
+        rates = []
+        if lim.queue_rate:
+            rates.append((f"queue:{lim.queue}", lim.queue_rate.limit, lim.queue_rate.window_ms))
+        if lim.rate:
+            rkey = f"{scope}:{lim.rate_key(value)}" if lim.rate_key else scope
+            rates.append((rkey[:200], lim.rate.limit, lim.rate.window_ms))
+        return ClaimLimits(
+            queue=lim.queue,
+            queue_concurrency=lim.queue_concurrency,
+            key=key[:200] if key else None,
+            key_concurrency=lim.concurrency,
+            rates=tuple(rates),
+        )
 
     def _attempt_failed(
         self,

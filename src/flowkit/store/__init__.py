@@ -2,13 +2,15 @@
 
 from .control import Control, StepRow
 from .repo import Store
-from .rows import NO_STOP, Claim, DueStep, Gate, NewStep, RunEnd, Source
+from .rows import NO_STOP, Claim, ClaimLimits, Delayed, DueStep, Gate, NewStep, RunEnd, Source
 
 __all__ = [
     "NO_STOP",
     "Control",
     "StepRow",
     "Claim",
+    "ClaimLimits",
+    "Delayed",
     "DueStep",
     "Gate",
     "NewStep",

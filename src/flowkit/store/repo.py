@@ -29,8 +29,9 @@ from .gates import move_gate as _move_gate
 from .gates import run_is_live as _run_is_live
 from .gates import skip_live as _skip_live
 from .gates import start_signal_wait as _start_signal_wait
+from .limits import check as check_limits
 from .rows import NO_STOP as _NO_STOP
-from .rows import Claim, DueStep, Gate, NewStep, RunEnd
+from .rows import Claim, ClaimLimits, Delayed, DueStep, Gate, NewStep, RunEnd
 from .schema import llm_cache, runs, steps
 
 __all__ = ["Store"]
@@ -196,8 +197,14 @@ class Store:
 
     # -- the worker's hot path -------------------------------------------------
     def claim(
-        self, step_id: str, message_id: str, *, lease_ms: int, starts_run: bool
-    ) -> Claim | None:
+        self,
+        step_id: str,
+        message_id: str,
+        *,
+        lease_ms: int,
+        starts_run: bool,
+        limits: ClaimLimits | None = None,
+    ) -> Claim | Delayed | None:
         """Mark a step running for this message; ``None`` if it is not ours to run.
 
         A ``queued`` step is claimed by whichever message comes first; a
@@ -226,10 +233,22 @@ class Store:
                 claimed_by=message_id,
                 started_at=now,
                 lease_until=now + timedelta(milliseconds=lease_ms),
+                limit_key=limits.key if limits is not None else None,
             )
             .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item)
         )
         with self._tx() as conn:
+            if limits is not None:
+                delayed = check_limits(conn, step_id, limits, now)
+                if delayed is not None:
+                    # The row says when it is due, so the recovery sweep does
+                    # not mistake a step waiting for its slot for a lost one.
+                    conn.execute(
+                        steps.update()
+                        .where(steps.c.id == step_id, steps.c.status == StepStatus.QUEUED.value)
+                        .values(scheduled_at=now + timedelta(milliseconds=delayed.ms))
+                    )
+                    return delayed
             row = conn.execute(stmt).first()
             if row is None:
                 return None
@@ -246,6 +265,11 @@ class Store:
             input=row.input,
             item=row.item,
         )
+
+    def step_input(self, step_id: str) -> Any:
+        """A step's stored input (to compute its limit keys before claiming it)."""
+        with self._tx() as conn:
+            return conn.execute(sa.select(steps.c.input).where(steps.c.id == step_id)).scalar()
 
     def step_state(self, step_id: str) -> tuple[str, str | None, str, str] | None:
         """``(status, claimed_by, run_id, name)`` of a step, or ``None``."""

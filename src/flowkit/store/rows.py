@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["NO_STOP", "Claim", "DueStep", "Gate", "NewStep", "RunEnd", "Source"]
+__all__ = [
+    "NO_STOP",
+    "Claim",
+    "ClaimLimits",
+    "Delayed",
+    "DueStep",
+    "Gate",
+    "NewStep",
+    "RunEnd",
+    "Source",
+]
 
 #: ``Store.complete(stop=...)`` default: the step did not stop its run.
 NO_STOP: Any = object()
@@ -81,3 +91,23 @@ class DueStep:
     #: what the sweep found: ``"queued"``, ``"running"`` (lease passed) or ``"waiting"``
     #: (a signal wait whose deadline passed)
     status: str = "queued"
+
+
+@dataclass(frozen=True)
+class ClaimLimits:
+    """Limits a claim must respect, with their keys already computed."""
+
+    queue: str
+    queue_concurrency: int | None = None
+    key: str | None = None
+    key_concurrency: int | None = None
+    #: ``(rate key, limit, window in ms)``
+    rates: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Delayed:
+    """A claim refused by a limit: try again in ``ms`` milliseconds."""
+
+    ms: int
+    reason: str

@@ -9,7 +9,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["SCHEMA_REVISION", "llm_cache", "metadata", "runs", "signals", "steps"]
+__all__ = [
+    "SCHEMA_REVISION",
+    "dead_letters",
+    "llm_cache",
+    "metadata",
+    "rate_log",
+    "runs",
+    "signals",
+    "steps",
+]
 
 #: The Alembic revision this version of flowkit expects at head.
 SCHEMA_REVISION = "0001"
@@ -33,6 +42,8 @@ runs = sa.Table(
     sa.Column("stop_reason", sa.String(500), nullable=True),
     # The run's deadline (flow timeout=): past it the run is timed_out.
     sa.Column("deadline_at", Timestamp, nullable=True),
+    # Broker priority of the run's messages (submit(priority=...)).
+    sa.Column("priority", sa.Integer, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("finished_at", Timestamp, nullable=True),
@@ -75,8 +86,12 @@ steps = sa.Table(
     sa.Column("pending", sa.Integer, nullable=True),
     # LLM tokens and cost spent by the step (flowkit.llm), when any.
     sa.Column("usage", JSONType, nullable=True),
+    # The concurrency-limit key the step holds while running (per tenant, ...).
+    sa.Column("limit_key", sa.String(200), nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
+    sa.Index("ix_flowkit_steps_limit", "limit_key", "status"),
+    sa.Index("ix_flowkit_steps_queue_status", "queue", "status"),
 )
 
 llm_cache = sa.Table(
@@ -106,4 +121,30 @@ signals = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     # One signal of a name per run: a second one is refused, an early one kept.
     sa.UniqueConstraint("run_id", "name", name="uq_flowkit_signals_run_name"),
+)
+
+rate_log = sa.Table(
+    "flowkit_rate_log",
+    metadata,
+    # One row per step start under a rate limit: the sliding window's log.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index("ix_flowkit_rate_log_key_at", "key", "at"),
+)
+
+dead_letters = sa.Table(
+    "flowkit_dead_letters",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("queue", sa.String(200), nullable=True),
+    sa.Column("actor", sa.String(300), nullable=True),
+    sa.Column("message_id", sa.String(64), nullable=True),
+    # The message as received (text, or base64 when it was not UTF-8).
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(32), nullable=True),
+    sa.Column("step_id", sa.String(32), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_flowkit_dead_letters_created", "created_at"),
 )

@@ -1,4 +1,4 @@
-"""Runs, steps, signals and the LLM response cache.
+"""Runs, steps, signals, rate limits, dead letters and the LLM response cache.
 
 Revision ID: 0001
 Revises:
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("error", JSONType, nullable=True),
         sa.Column("stop_reason", sa.String(500), nullable=True),
         sa.Column("deadline_at", Timestamp, nullable=True),
+        sa.Column("priority", sa.Integer, nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("started_at", Timestamp, nullable=True),
         sa.Column("finished_at", Timestamp, nullable=True),
@@ -65,11 +66,14 @@ def upgrade() -> None:
         sa.Column("lease_until", Timestamp, nullable=True),
         sa.Column("pending", sa.Integer, nullable=True),
         sa.Column("usage", JSONType, nullable=True),
+        sa.Column("limit_key", sa.String(200), nullable=True),
     )
     op.create_index("ix_flowkit_steps_run", "flowkit_steps", ["run_id", "name"])
     op.create_index(
         "ix_flowkit_steps_status_scheduled", "flowkit_steps", ["status", "scheduled_at"]
     )
+    op.create_index("ix_flowkit_steps_limit", "flowkit_steps", ["limit_key", "status"])
+    op.create_index("ix_flowkit_steps_queue_status", "flowkit_steps", ["queue", "status"])
 
     op.create_table(
         "flowkit_llm_cache",
@@ -96,8 +100,31 @@ def upgrade() -> None:
         sa.UniqueConstraint("run_id", "name", name="uq_flowkit_signals_run_name"),
     )
 
+    op.create_table(
+        "flowkit_rate_log",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("at", Timestamp, nullable=False),
+    )
+    op.create_index("ix_flowkit_rate_log_key_at", "flowkit_rate_log", ["key", "at"])
+    op.create_table(
+        "flowkit_dead_letters",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("queue", sa.String(200), nullable=True),
+        sa.Column("actor", sa.String(300), nullable=True),
+        sa.Column("message_id", sa.String(64), nullable=True),
+        sa.Column("body", sa.Text, nullable=True),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("run_id", sa.String(32), nullable=True),
+        sa.Column("step_id", sa.String(32), nullable=True),
+        sa.Column("created_at", Timestamp, nullable=False),
+    )
+    op.create_index("ix_flowkit_dead_letters_created", "flowkit_dead_letters", ["created_at"])
+
 
 def downgrade() -> None:
+    op.drop_table("flowkit_dead_letters")
+    op.drop_table("flowkit_rate_log")
     op.drop_table("flowkit_signals")
     op.drop_table("flowkit_llm_cache")
     op.drop_table("flowkit_steps")
