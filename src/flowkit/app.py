@@ -208,11 +208,12 @@ class App:
         with self._lock:
             if self._engine is None:
                 from .runtime.actors import declare_actors
-                from .runtime.brokers import create_broker
+                from .runtime.brokers import create_broker, set_dead_letter_recorder
                 from .runtime.engine import Engine
 
                 store = self.store
                 broker = create_broker(self.settings.broker_url)
+                set_dead_letter_recorder(broker, store.dead_letters.record)
                 engine = Engine(self, store, broker)
                 declare_actors(engine, self.flows)
                 self._broker = broker

@@ -75,6 +75,19 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     )
     g.set_defaults(handler=graph)
 
+    q = sub.add_parser(
+        "queues",
+        formatter_class=fmt,
+        help="list the queues of a flow or App and what runs on them",
+        description="Each queue of MODULE:ATTR with its steps and limits, to plan one "
+        "`flowkit worker --queues Q` per queue.",
+        epilog="examples:\n  flowkit queues examples/multiqueue/app.py:app\n"
+        "  flowkit queues myapp:app --json",
+    )
+    q.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=queues)
+
 
 def emit(args: argparse.Namespace) -> int:
     data = read_data(args.data)
@@ -136,4 +149,39 @@ def graph(args: argparse.Namespace) -> int:
     if done.returncode != 0:
         raise ConfigurationError(f"{cmd[0]} failed: {done.stderr.strip()[:300]}")
     print(f"wrote {out}")
+    return exits.OK
+
+
+def queues(args: argparse.Namespace) -> int:
+    import json
+
+    from .timeline import print_table
+
+    target = load(args.target)
+    rows: dict[str, dict[str, Any]] = {}
+    for flow in target.flows:
+        for stage in flow.steps.values():
+            row = rows.setdefault(stage.queue, {"queue": stage.queue, "steps": [], "limits": []})
+            row["steps"].append(f"{flow.name}.{stage.name}")
+            lim = stage.limits
+            if lim.queue_concurrency:
+                row["limits"].append(f"concurrency {lim.queue_concurrency}")
+            if lim.queue_rate:
+                row["limits"].append(f"rate {lim.queue_rate}")
+            if lim.concurrency:
+                per = " per key" if lim.concurrency_key else ""
+                row["limits"].append(f"{stage.name}: concurrency {lim.concurrency}{per}")
+            if lim.rate:
+                per = " per key" if lim.rate_key else ""
+                row["limits"].append(f"{stage.name}: rate {lim.rate}{per}")
+    for row in rows.values():
+        row["limits"] = sorted(set(row["limits"]))
+    if args.json:
+        print(json.dumps(sorted(rows.values(), key=lambda r: r["queue"]), indent=2))
+        return exits.OK
+    table = [["QUEUE", "STEPS", "LIMITS"]]
+    for name in sorted(rows):
+        r = rows[name]
+        table.append([name, ", ".join(r["steps"]), "; ".join(r["limits"]) or "-"])
+    print_table(table)
     return exits.OK

@@ -13,6 +13,7 @@ from ..errors import FlowkitError
 from . import (
     commands_control,
     commands_db,
+    commands_dead,
     commands_flows,
     commands_runs,
     commands_worker,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_runs.register(sub, common, _Formatter)
     commands_flows.register(sub, common, _Formatter)
     commands_control.register(sub, common, _Formatter)
+    commands_dead.register(sub, common, _Formatter)
     commands_db.register(sub, common, _Formatter)
     return parser
 

@@ -23,6 +23,8 @@ __all__ = ["create_broker"]
 
 
 def _middleware() -> list[Any]:
+    from .deadletters import DeadLetterRecorder
+
     # Dramatiq's defaults minus TimeLimit: flowkit enforces step timeouts itself,
     # around the step function only (see runtime/timeouts.py), and a step with
     # no timeout must not be cut at Dramatiq's default 10 minutes.
@@ -33,15 +35,23 @@ def _middleware() -> list[Any]:
         Pipelines(),
         Retries(max_retries=0),
         CurrentMessage(),
+        DeadLetterRecorder(),
     ]
 
 
 def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Broker:
     """Build the broker for ``url``; nothing connects until the first message or consumer.
 
+    It also installs flowkit's message encoder (JSON, like Dramatiq's, recording
+    undecodable messages as dead letters): Dramatiq's encoder is process-wide.
+
     Raises:
         ConfigurationError: an unsupported URL.
     """
+    from .deadletters import RecordingEncoder
+
+    if not isinstance(dramatiq.get_encoder(), RecordingEncoder):
+        dramatiq.set_encoder(RecordingEncoder())
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         return StubBroker(middleware=_middleware())
@@ -83,3 +93,15 @@ def check_broker(broker: dramatiq.Broker, url: str) -> None:
         ) from exc
     finally:
         pika_log.setLevel(level)
+
+
+def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:
+    """Send this broker's dead letters (and undecodable messages) to ``recorder``."""
+    from .deadletters import DeadLetterRecorder, RecordingEncoder
+
+    for m in broker.middleware:
+        if isinstance(m, DeadLetterRecorder):
+            m.recorder = recorder
+    encoder = dramatiq.get_encoder()
+    if isinstance(encoder, RecordingEncoder):
+        encoder.recorder = recorder

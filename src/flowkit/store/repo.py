@@ -22,6 +22,7 @@ from ..errors import StoreError
 from ..records import RunInfo, StepInfo
 from ..status import RunStatus, StepStatus
 from .control import Control
+from .deadletters import DeadLetters
 from .engine import create_engine
 from .gates import finish_run as _finish_run
 from .gates import maybe_end as _maybe_end
@@ -73,6 +74,11 @@ class Store:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Messages that could not run, with their reason (see :mod:`.deadletters`)."""
+        return DeadLetters(self)
 
     @property
     def control(self) -> Control:
