@@ -68,6 +68,9 @@ class App:
         llm_prices: USD per million prompt and completion tokens per model,
             to record each LLM step's cost.
         observers: :class:`~flowkit.observability.Observer` hooks (metrics, tracing).
+        max_priority: enable RabbitMQ message priorities 0..N for ``submit(priority=)``;
+            queues are then declared with ``x-max-priority`` (an existing queue
+            declared without it must be deleted first).
 
     Raises:
         FlowDefinitionError: two flows share a name, or a flow belongs to another App.
@@ -87,6 +90,7 @@ class App:
         llm_model: str | None = None,
         llm_prices: dict[str, tuple[float, float]] | None = None,
         observers: Iterable[Observer] = (),
+        max_priority: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not _APP_NAME.match(name):
             raise FlowDefinitionError(f"App name {name!r} is not valid")
@@ -102,6 +106,11 @@ class App:
             flow._bind(self)
         self._broker_url = broker_url
         self._database_url = database_url
+        if max_priority is not None and not (
+            isinstance(max_priority, int) and 0 < max_priority <= 255
+        ):
+            raise ConfigurationError("max_priority must be an integer in 1..255")
+        self.max_priority = max_priority
         #: hooks called by the runtime (metrics, tracing); see :mod:`flowkit.observability`
         self.observers = Observers(observers)
         #: default model for :mod:`flowkit.llm` (else ``$FLOWKIT_LLM_MODEL``)
@@ -212,7 +221,7 @@ class App:
                 from .runtime.engine import Engine
 
                 store = self.store
-                broker = create_broker(self.settings.broker_url)
+                broker = create_broker(self.settings.broker_url, max_priority=self.max_priority)
                 set_dead_letter_recorder(broker, store.dead_letters.record)
                 engine = Engine(self, store, broker)
                 declare_actors(engine, self.flows)
@@ -276,7 +285,9 @@ class App:
         return self.engine.cancel(run_id)
 
     # -- runs ------------------------------------------------------------------
-    def submit(self, flow: Flow | str, input: Any, *, key: str | None = None) -> Run:
+    def submit(
+        self, flow: Flow | str, input: Any, *, key: str | None = None, priority: int | None = None
+    ) -> Run:
         """Start a run: validate ``input``, store the run, then publish its first step.
 
         A second submit with the same ``key`` (per flow) returns the existing
@@ -286,6 +297,8 @@ class App:
             flow: a flow of this App, or its name.
             input: a value of the first stage's input type (a model or a dict).
             key: an idempotency key, e.g. ``"tenant-1:exc-42"``.
+            priority: RabbitMQ priority of every message of the run, 0..``max_priority``
+                (higher first); needs ``App(max_priority=N)``.
 
         Returns:
             a :class:`Run` handle; ``run.created`` says whether this call made it.
@@ -300,9 +313,18 @@ class App:
         f = self._resolve(flow)
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
             raise ConfigurationError("key must be a non-empty string of at most 255 characters")
+        if priority is not None and (
+            self.max_priority is None
+            or not isinstance(priority, int)
+            or not 0 <= priority <= self.max_priority
+        ):
+            raise ConfigurationError(
+                f"priority must be an integer in 0..max_priority ({self.max_priority}); "
+                "enable priorities with App(max_priority=N)"
+            )
         engine = self.engine
         self._maybe_start_embedded()
-        run_id, created = engine.submit(f, input, key=key)
+        run_id, created = engine.submit(f, input, key=key, priority=priority)
         return Run(self, run_id, f.name, created=created)
 
     def emit(self, event: str, payload: Any, *, key: str | None = None) -> list[Run]:

@@ -186,9 +186,9 @@ class Flow:
         self._ensure_built()
         self._app = app
 
-    def submit(self, input: Any, *, key: str | None = None) -> Run:
+    def submit(self, input: Any, *, key: str | None = None, priority: int | None = None) -> Run:
         """Start a run of this flow; see :meth:`flowkit.App.submit`."""
-        return self.app.submit(self, input, key=key)
+        return self.app.submit(self, input, key=key, priority=priority)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {', '.join(self.steps)}>"

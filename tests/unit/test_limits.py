@@ -100,3 +100,18 @@ def test_queue_objects_route_steps_and_set_defaults() -> None:
     assert limited.queue == "fast"
     assert limited.limits.queue_rate == RateLimit(5, 1000)
     assert app.queues() == {"fast", "tenants"}
+
+
+def test_priorities_need_max_priority(tmp_path: Path) -> None:
+    with embedded(app, tmp_path):
+        with pytest.raises(flowkit.ConfigurationError, match="App\\(max_priority=N\\)"):
+            rated.submit({"tenant_id": "t", "n": 1}, priority=5)
+    with pytest.raises(flowkit.ConfigurationError, match="max_priority must be"):
+        flowkit.App("p", max_priority=0)
+    prio = flowkit.Pipeline("prio", [flowkit.stage(name="noop")(limited.fn)])
+    papp = flowkit.App("p", flows=[prio], max_priority=9)
+    with embedded(papp, tmp_path / "p"):
+        (tmp_path / "p").mkdir(exist_ok=True)
+        assert prio.submit({"tenant_id": "t", "n": 3}, priority=9).result(timeout=10) == 3
+        with pytest.raises(flowkit.ConfigurationError, match=r"0\.\.max_priority \(9\)"):
+            prio.submit({"tenant_id": "t", "n": 3}, priority=10)

@@ -151,12 +151,16 @@ class Engine:
             ) from None
         return entry.input_adapter.dump_python(typed, mode="json")
 
-    def submit(self, flow: Flow, value: Any, *, key: str | None) -> tuple[str, bool]:
+    def submit(
+        self, flow: Flow, value: Any, *, key: str | None, priority: int | None = None
+    ) -> tuple[str, bool]:
         """Store a new run and publish its first step(s); ``(run_id, created)``."""
         payload = self.validate_input(flow, value)
-        return self.start(flow, payload, key=key)
+        return self.start(flow, payload, key=key, priority=priority)
 
-    def start(self, flow: Flow, payload: Any, *, key: str | None) -> tuple[str, bool]:
+    def start(
+        self, flow: Flow, payload: Any, *, key: str | None, priority: int | None = None
+    ) -> tuple[str, bool]:
         """Store a run for an already validated payload (JSON form) and publish it."""
         first, waiting, entry_waits = initial_rows(flow, payload)
         created = self.store.create_run(
@@ -168,11 +172,12 @@ class Engine:
             waiting=waiting,
             deadline_ms=flow.timeout_ms,
             entry_waits=entry_waits,
+            priority=priority,
         )
         if created.created:
             fault("submit-after-commit")
             out = [Outgoing.of(s) for s in [*first, *created.timers]]
-            self.publish(flow.name, created.run_id, key, out)
+            self.publish(flow.name, created.run_id, key, out, priority=priority)
             if flow.timeout_ms:
                 self.publish_control("deadline", created.run_id, flow.timeout_ms)
         return created.run_id, created.created
@@ -195,7 +200,15 @@ class Engine:
                 "the recovery sweep enforces it"
             ) from exc
 
-    def publish(self, flow: str, run_id: str, key: str | None, new: Sequence[Outgoing]) -> None:
+    def publish(
+        self,
+        flow: str,
+        run_id: str,
+        key: str | None,
+        new: Sequence[Outgoing],
+        *,
+        priority: int | None = None,
+    ) -> None:
         """Send one message per step; the rows are already committed.
 
         Messages are addressed by name (``<flow>.<step>`` on the step's queue),
@@ -208,7 +221,8 @@ class Engine:
                 actor_name=f"{flow}.{s.name}",
                 args=(),
                 kwargs={"step_id": s.step_id, "run_id": run_id, "key": key},
-                options={},
+                # A run's RabbitMQ priority travels with each of its messages.
+                options={} if priority is None else {"broker_priority": priority},
             )
             try:
                 hop = None if not s.delay_ms else min(s.delay_ms, MAX_HOP_MS)
@@ -247,6 +261,7 @@ class Engine:
     ) -> None:
         message = CurrentMessage.get_current_message()
         message_id = message.message_id if message is not None else new_id()
+        priority = message.options.get("broker_priority") if message is not None else None
         lease = (stage.timeout_ms + _LEASE_MARGIN_MS) if stage.timeout_ms else DEFAULT_LEASE_MS
         limits = self._limits(flow, stage, step_id) if stage.limits.any else None
         claim = self.store.claim(
@@ -273,7 +288,7 @@ class Engine:
                 "step %s of run %s delayed %dms (%s)", stage.name, run_id, claim.ms, claim.reason
             )
             retry = Outgoing(step_id, stage.name, stage.queue, claim.ms)
-            self.publish(flow.name, run_id, key, [retry])
+            self.publish(flow.name, run_id, key, [retry], priority=priority)
             return
         try:
             value = stage.parse_input(claim.input)
@@ -362,7 +377,8 @@ class Engine:
         )
         fault("after-commit")
         if ready:
-            self.publish(flow.name, run_id, key, [Outgoing.of(s) for s in ready])
+            out = [Outgoing.of(s) for s in ready]
+            self.publish(flow.name, run_id, key, out, priority=priority)
         fault("after-publish")
         if plan.end is not None or stop is not _NO_STOP:
             self.app._notify_finished(run_id)
@@ -616,7 +632,13 @@ class Engine:
         for due in self.store.due_steps(
             older_than=older_than, limit=limit, all_running=all_running
         ):
-            self.publish(due.flow, due.run_id, due.key, [Outgoing(due.id, due.name, due.queue)])
+            self.publish(
+                due.flow,
+                due.run_id,
+                due.key,
+                [Outgoing(due.id, due.name, due.queue)],
+                priority=due.priority,
+            )
             count += 1
         if count:
             log.info("recovery sweep re-published %d step(s)", count)

@@ -32,8 +32,12 @@ def _key_id(key: str) -> int:
     return raw - (1 << 64) if raw >= 1 << 63 else raw
 
 
-def check(conn: Connection, step_id: str, limits: ClaimLimits, now: datetime) -> Delayed | None:
-    """Lock the limits' keys and return a :class:`Delayed` if the step must wait."""
+def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed | None, datetime]:
+    """Lock the limits' keys; return a :class:`Delayed` if the step must wait, and the time.
+
+    The time is read once the locks are held, so the rate log is written in
+    order: the start time to record for the step.
+    """
     keys: set[str] = {f"rate:{k}" for k, _, _ in limits.rates}
     if limits.queue_concurrency:
         keys.add(f"queue:{limits.queue}")
@@ -41,6 +45,9 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits, now: datetime) ->
         keys.add(f"conc:{limits.key}")
     for key in sorted(keys):  # in order: no deadlock between two claims
         _lock(conn, key)
+    from .repo import utcnow
+
+    now = utcnow()
     if limits.queue_concurrency:
         running = conn.execute(
             sa.select(sa.func.count())
@@ -48,7 +55,7 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits, now: datetime) ->
             .where(steps.c.queue == limits.queue, steps.c.status == _RUNNING, steps.c.id != step_id)
         ).scalar_one()
         if running >= limits.queue_concurrency:
-            return Delayed(_jitter(250), f"queue {limits.queue} runs {running} steps")
+            return Delayed(_jitter(250), f"queue {limits.queue} runs {running} steps"), now
     if limits.key_concurrency and limits.key:
         running = conn.execute(
             sa.select(sa.func.count())
@@ -58,7 +65,7 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits, now: datetime) ->
             )
         ).scalar_one()
         if running >= limits.key_concurrency:
-            return Delayed(_jitter(250), f"{limits.key} runs {running} steps")
+            return Delayed(_jitter(250), f"{limits.key} runs {running} steps"), now
     for key, limit, window_ms in limits.rates:
         since = now - timedelta(milliseconds=window_ms)
         conn.execute(sa.delete(rate_log).where(rate_log.c.key == key, rate_log.c.at <= since))
@@ -72,10 +79,10 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits, now: datetime) ->
             if oldest.tzinfo is None:
                 oldest = oldest.replace(tzinfo=now.tzinfo)
             wait = (oldest + timedelta(milliseconds=window_ms) - now).total_seconds() * 1000
-            return Delayed(max(5, int(wait)) + random.randint(0, 20), f"rate {key}")
+            return Delayed(max(5, int(wait)) + random.randint(0, 20), f"rate {key}"), now
     for key, _, _ in limits.rates:
         conn.execute(rate_log.insert().values(key=key, at=now))
-    return None
+    return None, now
 
 
 def _jitter(ms: int) -> int:

@@ -122,6 +122,7 @@ class Store:
         waiting: Sequence[NewStep] = (),
         deadline_ms: int | None = None,
         entry_waits: Sequence[Gate] = (),
+        priority: int | None = None,
     ) -> _Created:
         """Insert a run and its first steps; with a known key, return the existing run.
 
@@ -139,6 +140,7 @@ class Store:
                         status=RunStatus.PENDING.value,
                         input=input,
                         created_at=now,
+                        priority=priority,
                         deadline_at=(
                             None
                             if deadline_ms is None
@@ -217,35 +219,12 @@ class Store:
         ``running`` step only by a redelivery of the message that claimed it
         (its worker died). Anything else is a duplicate.
         """
-        now = utcnow()
-        stmt = (
-            steps.update()
-            .where(
-                steps.c.id == step_id,
-                _run_is_live(now),
-                # The row decides when a timer is due; an early message is re-sent.
-                sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= now + _EARLY),
-                sa.or_(
-                    steps.c.status == StepStatus.QUEUED.value,
-                    sa.and_(
-                        steps.c.status == StepStatus.RUNNING.value,
-                        steps.c.claimed_by == message_id,
-                    ),
-                ),
-            )
-            .values(
-                status=StepStatus.RUNNING.value,
-                attempts=steps.c.attempts + 1,
-                claimed_by=message_id,
-                started_at=now,
-                lease_until=now + timedelta(milliseconds=lease_ms),
-                limit_key=limits.key if limits is not None else None,
-            )
-            .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item)
-        )
         with self._tx() as conn:
+            # Read the clock once the transaction holds its locks, so start times
+            # (and the rate limits' log) are in the order the claims commit.
+            now = utcnow()
             if limits is not None:
-                delayed = check_limits(conn, step_id, limits, now)
+                delayed, now = check_limits(conn, step_id, limits)
                 if delayed is not None:
                     # The row says when it is due, so the recovery sweep does
                     # not mistake a step waiting for its slot for a lost one.
@@ -255,6 +234,33 @@ class Store:
                         .values(scheduled_at=now + timedelta(milliseconds=delayed.ms))
                     )
                     return delayed
+            stmt = (
+                steps.update()
+                .where(
+                    steps.c.id == step_id,
+                    _run_is_live(now),
+                    # The row decides when a timer is due; an early message is re-sent.
+                    sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= now + _EARLY),
+                    sa.or_(
+                        steps.c.status == StepStatus.QUEUED.value,
+                        sa.and_(
+                            steps.c.status == StepStatus.RUNNING.value,
+                            steps.c.claimed_by == message_id,
+                        ),
+                    ),
+                )
+                .values(
+                    status=StepStatus.RUNNING.value,
+                    attempts=steps.c.attempts + 1,
+                    claimed_by=message_id,
+                    started_at=now,
+                    lease_until=now + timedelta(milliseconds=lease_ms),
+                    limit_key=limits.key if limits is not None else None,
+                )
+                .returning(
+                    steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item
+                )
+            )
             row = conn.execute(stmt).first()
             if row is None:
                 return None
@@ -460,6 +466,7 @@ class Store:
                 steps.c.status,
                 runs.c.flow,
                 runs.c.key,
+                runs.c.priority,
             )
             .join(runs, runs.c.id == steps.c.run_id)
             .where(
@@ -503,6 +510,7 @@ class Store:
                 r.flow,
                 r.key,
                 "waiting" if r.status == StepStatus.WAITING.value else "queued",
+                r.priority,
             )
             for r in rows
         ]

@@ -91,6 +91,7 @@ class DueStep:
     #: what the sweep found: ``"queued"``, ``"running"`` (lease passed) or ``"waiting"``
     #: (a signal wait whose deadline passed)
     status: str = "queued"
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
