@@ -103,9 +103,11 @@ def test_queue_objects_route_steps_and_set_defaults() -> None:
 
 
 def test_priorities_need_max_priority(tmp_path: Path) -> None:
-    with embedded(app, tmp_path):
-        with pytest.raises(flowkit.ConfigurationError, match="App\\(max_priority=N\\)"):
-            rated.submit({"tenant_id": "t", "n": 1}, priority=5)
+    with (
+        embedded(app, tmp_path),
+        pytest.raises(flowkit.ConfigurationError, match="App\\(max_priority=N\\)"),
+    ):
+        rated.submit({"tenant_id": "t", "n": 1}, priority=5)
     with pytest.raises(flowkit.ConfigurationError, match="max_priority must be"):
         flowkit.App("p", max_priority=0)
     prio = flowkit.Pipeline("prio", [flowkit.stage(name="noop")(limited.fn)])
