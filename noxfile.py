@@ -35,3 +35,10 @@ def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors."""
     session.install("-e", ".[dev,postgres]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(python=PYTHONS)
+def bench(session: nox.Session) -> None:
+    """flowkit vs raw Dramatiq on the local RabbitMQ and PostgreSQL (python -m bench)."""
+    session.install("-e", ".[dev,postgres]")
+    session.run("python", "-m", "bench", *session.posargs)

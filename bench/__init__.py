@@ -1,0 +1,1 @@
+"""flowkit's benchmark harness: ``python -m bench`` (or ``nox -s bench``)."""
