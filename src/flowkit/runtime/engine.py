@@ -270,6 +270,9 @@ class Engine:
             lease_ms=lease,
             starts_run=not flow.parents(stage.name),
             limits=limits,
+            # RabbitMQ flags a message it delivers again after its consumer went
+            # away; only such a copy may take over a running step.
+            redelivered=bool(getattr(message, "redelivered", False)),
         )
         if claim is None:
             self._not_claimed(flow, step_id, message_id, key)

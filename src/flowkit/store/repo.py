@@ -212,12 +212,14 @@ class Store:
         lease_ms: int,
         starts_run: bool,
         limits: ClaimLimits | None = None,
+        redelivered: bool = True,
     ) -> Claim | Delayed | None:
         """Mark a step running for this message; ``None`` if it is not ours to run.
 
         A ``queued`` step is claimed by whichever message comes first; a
         ``running`` step only by a redelivery of the message that claimed it
-        (its worker died). Anything else is a duplicate.
+        (its worker died: the broker marks it ``redelivered``). Anything else is a
+        duplicate, including a second copy of the same message published twice.
         """
         with self._tx() as conn:
             # Read the clock once the transaction holds its locks, so start times
@@ -246,6 +248,7 @@ class Store:
                         sa.and_(
                             steps.c.status == StepStatus.RUNNING.value,
                             steps.c.claimed_by == message_id,
+                            sa.true() if redelivered else sa.false(),
                         ),
                     ),
                 )
