@@ -23,12 +23,14 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> Engine:
+def create_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Engine:
     """Create the engine for ``url``, tuned for many short transactions from worker threads.
 
     SQLite gets WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` transactions
     (so concurrent writers queue up instead of failing on lock upgrades);
-    PostgreSQL gets psycopg 3 and a pool sized to the worker threads.
+    PostgreSQL gets psycopg 3 and a pool sized to the worker threads;
+    ``durable=False`` makes its commits skip the WAL flush wait
+    (``synchronous_commit=off``), for writes that are safe to lose in a crash.
 
     Raises:
         ConfigurationError: an unsupported URL or a missing driver (with the extra to install).
@@ -57,6 +59,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> Engine:
         # died is invalidated by the pool on first use, and the runtime retries
         # the message (see Engine.execute).
         kwargs["pool_recycle"] = 1800
+        if not durable:
+            kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
     else:
         raise ConfigurationError(
             f"database {backend!r} is not supported: use sqlite:/// or postgresql://"

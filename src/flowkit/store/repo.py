@@ -21,6 +21,7 @@ from .._ids import new_id
 from ..errors import StoreError
 from ..records import RunInfo, StepInfo
 from ..status import RunStatus, StepStatus
+from . import fastpath
 from .control import Control
 from .deadletters import DeadLetters
 from .engine import create_engine
@@ -74,6 +75,16 @@ class Store:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+        # PostgreSQL runs the two per-step statements in one round trip each.
+        self._fast = self.dialect == "postgresql"
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        if self._fast:
+            # A claim lost in a database crash is harmless (the step is queued
+            # again and the broker redelivers its message), so claims do not wait
+            # for the WAL flush; completions and submits still do.
+            self._claims = create_engine(url, pool_size=pool_size, durable=False).execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
 
     @property
     def dead_letters(self) -> DeadLetters:
@@ -99,6 +110,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._fast:
+            self._claims.engine.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -221,6 +234,23 @@ class Store:
         (its worker died: the broker marks it ``redelivered``). Anything else is a
         duplicate, including a second copy of the same message published twice.
         """
+        if self._fast and limits is None and not starts_run:
+            now = utcnow()
+            try:
+                with self._claims.connect() as conn:
+                    row = fastpath.claim(
+                        conn,
+                        step_id,
+                        message_id,
+                        lease_ms=lease_ms,
+                        redelivered=redelivered,
+                        now=now,
+                    )
+            except (OperationalError, InterfaceError) as exc:
+                raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
+            if row is None:
+                return None
+            return Claim(row.run_id, row.name, row.attempts, row.input, row.item)
         with self._tx() as conn:
             # Read the clock once the transaction holds its locks, so start times
             # (and the rate limits' log) are in the order the claims commit.
@@ -324,6 +354,26 @@ class Store:
         the step was already finished or its run is over.
         """
         now = utcnow()
+        simple = not (gates or end or skipped or failed) and stop is _NO_STOP
+        if self._fast and simple and len(inserts) == 1:
+            try:
+                with self._autocommit.connect() as conn:
+                    if fastpath.complete_with_successor(
+                        conn,
+                        step_id=step_id,
+                        message_id=message_id,
+                        run_id=run_id,
+                        output=output,
+                        usage=usage,
+                        successor=inserts[0],
+                        now=now,
+                    ):
+                        return [*inserts]
+            except (OperationalError, InterfaceError) as exc:
+                raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
+            with self._tx() as conn:
+                _cancel_if_run_over(conn, step_id, now)
+            return None
         with self._tx() as conn:
             done = conn.execute(
                 steps.update()
