@@ -47,3 +47,31 @@ def test_the_exception_example_runs_1000_exceptions(tmp_path: Path, cli) -> None
     runs = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(runs) == 1000
     assert all(r["status"] == "succeeded" for r in runs)
+
+
+@pytest.mark.timeout(300)
+def test_the_lending_example_runs(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if not k.startswith(("FLOWKIT_", "OPENAI_"))
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples/lending/run.py"),
+            "--lenders",
+            "20",
+            "--applications",
+            "4",
+            "--documents",
+            str(tmp_path / "docs"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "applications matched" in done.stdout and "failed or unfinished    0" in done.stdout
