@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, InputValidationError
 from . import exits
-from .commands_runs import print_validation_errors, read_data, wait_and_print
+from .commands_runs import print_validation_errors, quiet_step_logs, read_data, wait_and_print
 from .loader import load
 
 
@@ -90,6 +90,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
 
 
 def emit(args: argparse.Namespace) -> int:
+    quiet_step_logs(args)
     data = read_data(args.data)
     target = load(args.target)
     app = target.app

@@ -143,13 +143,17 @@ def read_data(raw: str) -> Any:
         ) from None
 
 
-def submit(args: argparse.Namespace) -> int:
+def quiet_step_logs(args: argparse.Namespace) -> None:
+    """With --wait the steps run in this process: their failures are reported as the
+    command's one-line error (and by `flowkit runs show`), not as logs."""
     if not args.verbose:
-        # With --wait the steps run in this process: their failures are reported
-        # as the command's one-line error (and by `flowkit runs show`), not as logs.
         logging.getLogger().setLevel(logging.WARNING)
         for name in ("flowkit.engine", "dramatiq"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def submit(args: argparse.Namespace) -> int:
+    quiet_step_logs(args)
     data = read_data(args.data)
     target = load(args.target)
     app = target.app

@@ -488,7 +488,10 @@ class Engine:
                 claim.attempts,
                 type(exc).__name__,
                 _short(exc),
-                exc_info=(type(exc), exc, exc.__traceback__),
+                # An expected refusal (bad data) needs no traceback; the rest do.
+                exc_info=None
+                if isinstance(exc, (PermanentError, InputValidationError, ValidationError))
+                else (type(exc), exc, exc.__traceback__),
             )
             self.app._notify_finished(claim.run_id, flow=flow.name, status="failed")
 
