@@ -386,8 +386,9 @@ def stage(
         max_backoff: the longest retry delay (``"5m"``).
         timeout: the longest one attempt may run (``"30s"``); past it the attempt
             fails with :class:`~flowkit.StepTimeout` and is retried.
-        priority: 0 (first) to 255; in-worker order, and the RabbitMQ message
-            priority when the App sets ``max_priority`` (default: the queue's).
+        priority: 0 (first) to 255, the order in which a worker takes the steps it
+            holds (default: the queue's). RabbitMQ priorities are per run:
+            ``submit(priority=...)`` with ``App(max_priority=N)``.
         concurrency: at most this many attempts of this step run at once over all
             workers (per value of ``concurrency_key`` when given).
         concurrency_key: a function of the input, e.g. ``lambda e: e.tenant_id``.

@@ -114,9 +114,9 @@ class Workflow(Flow):
                 :class:`~flowkit.StepTimeout`, or, if the payload's type admits
                 ``None``, runs with ``None``.
             delay: wait this long (``"10m"``) after the step is ready before running it.
-            name, queue, retries, min_backoff, max_backoff, timeout, priority,
-            concurrency, concurrency_key, rate_limit, rate_limit_key:
-                as for :func:`flowkit.stage`.
+            options: ``name``, ``queue``, ``retries``, ``min_backoff``, ``max_backoff``,
+                ``timeout``, ``priority``, ``concurrency``, ``concurrency_key``,
+                ``rate_limit`` and ``rate_limit_key`` are as for :func:`flowkit.stage`.
 
         Returns:
             the :class:`~flowkit.Stage`, still callable as the plain function.

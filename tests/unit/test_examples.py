@@ -75,3 +75,22 @@ def test_the_lending_example_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "applications matched" in done.stdout and "failed or unfinished    0" in done.stdout
+
+
+@pytest.mark.parametrize("example", ["approvals", "multiqueue"])
+@pytest.mark.timeout(300)
+def test_the_control_and_queue_examples_run(tmp_path: Path, example: str) -> None:
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if not k.startswith(("FLOWKIT_", "OPENAI_"))
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / f"examples/{example}/run.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

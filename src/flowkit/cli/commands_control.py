@@ -117,7 +117,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
 
 
 def _app(args: argparse.Namespace, *, need_flows: bool) -> App:
-    spec = args.app or os.environ.get("FLOWKIT_APP")
+    spec = getattr(args, "app", None) or os.environ.get("FLOWKIT_APP")
     if spec:
         app = load(spec).app
     elif need_flows:
