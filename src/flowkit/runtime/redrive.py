@@ -122,7 +122,11 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
     )
     from .engine import Outgoing
 
+    # A retried run gets its flow's full time again (a timed-out run too).
+    store.control.reset_deadline(run_id, flow.timeout_ms)
     engine.publish(flow.name, run_id, info.key, [Outgoing.of(s) for s in published])
+    if flow.timeout_ms:
+        engine.publish_control("deadline", run_id, flow.timeout_ms)
     names = {s.name for s in published} | {g.name for g in signal_waits}
     return sorted(names, key=flow.order().index)
 

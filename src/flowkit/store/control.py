@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -179,6 +179,16 @@ class Control:
                 return False
             skip_live(conn, run_id, now, StepStatus.CANCELLED)
         return True
+
+    def reset_deadline(self, run_id: str, ms: int | None) -> None:
+        """Give a retried run a fresh deadline (``None``: none)."""
+        now = _now()
+        with self.store._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(deadline_at=None if ms is None else now + timedelta(milliseconds=ms))
+            )
 
     def overdue_runs(self, limit: int = 1000) -> list[str]:
         """Live runs past their deadline."""
