@@ -91,6 +91,18 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long running steps may take to finish",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (plus the process index)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        metavar="PORT",
+        help="serve /live and /ready on this port (plus the process index)",
+    )
 
 
 def select_queues(target: Target, queues: list[str] | None, stages: list[str] | None) -> set[str]:
@@ -204,6 +216,15 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
         recovered = app.recover(older_than=0, all_running=app.settings.embedded)
         if recovered:
             log.info("resumed %d step(s) left by a previous run", recovered)
+    servers: list[Any] = []
+    if args.metrics_port:
+        from ..metrics import serve_metrics
+
+        servers.append(serve_metrics(app, args.metrics_port + index))
+    if args.health_port:
+        from ..health import serve_health
+
+        servers.append(serve_health(app, args.health_port + index))
     app.start_worker(queues=queues, threads=args.threads)
     flows = ",".join(f.name for f in target.flows)
     log.info(
@@ -224,6 +245,8 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
             else:
                 stop.wait(3600)
     finally:
+        for server in servers:
+            server.shutdown()
         app.stop_worker(timeout=args.shutdown_timeout)
         app.close()
         log.info("flowkit worker pid=%d stopped", os.getpid())
@@ -258,6 +281,9 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
         argv += ["--database-url", args.database_url]
     if args.verbose:
         argv.append("--verbose")
+    for opt in ("metrics_port", "health_port"):
+        if getattr(args, opt):
+            argv += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     return argv
 
 

@@ -15,6 +15,7 @@ from . import (
     commands_db,
     commands_dead,
     commands_flows,
+    commands_ops,
     commands_runs,
     commands_worker,
     exits,
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_flows.register(sub, common, _Formatter)
     commands_control.register(sub, common, _Formatter)
     commands_dead.register(sub, common, _Formatter)
+    commands_ops.register(sub, common, _Formatter)
     commands_db.register(sub, common, _Formatter)
     return parser
 

@@ -1,0 +1,172 @@
+"""``flowkit health`` and ``flowkit status``: is it working, and what is waiting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from ..config import mask_url
+from ..errors import BrokerError, StoreError
+from . import exits
+from .loader import load
+from .timeline import print_table
+
+
+def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
+    h = sub.add_parser(
+        "health",
+        parents=[common],
+        formatter_class=fmt,
+        help="check that the broker and the database answer",
+        description="Check the broker and the database of MODULE:ATTR; exit 0 when both "
+        "answer, 6 with the reason otherwise.",
+        epilog="examples:\n  flowkit health examples/multiqueue/app.py:app",
+    )
+    h.add_argument("target", metavar="MODULE:ATTR")
+    h.set_defaults(handler=health)
+    s = sub.add_parser(
+        "status",
+        parents=[common],
+        formatter_class=fmt,
+        help="queue depths (RabbitMQ) and runs by status (database)",
+        description="Per queue of MODULE:ATTR: messages ready, delayed (.DQ) and "
+        "dead-lettered (.XQ), and consumers, as RabbitMQ reports them; runs by status "
+        "and the oldest live run, from the database.",
+        epilog="examples:\n  flowkit status examples/multiqueue/app.py:app\n"
+        "  flowkit status myapp:app --json\n  flowkit status myapp:app --watch 5",
+    )
+    s.add_argument("target", metavar="MODULE:ATTR")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl+C")
+    s.set_defaults(handler=status)
+
+
+def _app(args: argparse.Namespace) -> Any:
+    app = load(args.target).app
+    app.configure(broker_url=args.broker_url, database_url=args.database_url, embedded_worker=False)
+    return app
+
+
+def health(args: argparse.Namespace) -> int:
+    from ..health import check
+
+    app = _app(args)
+    problems = check(app)
+    for part, problem in problems.items():
+        print(f"{part:9} {'ok' if problem is None else 'FAILED: ' + problem}")
+    if any(problems.values()):
+        return exits.UNAVAILABLE
+    return exits.OK
+
+
+def queue_depths(url: str, queues: list[str]) -> dict[str, dict[str, Any]]:
+    """Ready messages and consumers per queue (and its .DQ/.XQ), by passive declares."""
+    import pika
+
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception as exc:
+        raise BrokerError(
+            f"cannot connect to broker {mask_url(url)}: {type(exc).__name__}"
+        ) from exc
+    try:
+        for q in queues:
+            row: dict[str, Any] = {}
+            for label, name in (("ready", q), ("delayed", f"{q}.DQ"), ("dead", f"{q}.XQ")):
+                ch = conn.channel()
+                try:
+                    res = ch.queue_declare(name, passive=True)
+                    row[label] = res.method.message_count
+                    if label == "ready":
+                        row["consumers"] = res.method.consumer_count
+                    ch.close()
+                except Exception:  # a queue nobody declared yet holds nothing
+                    row[label] = 0
+                    row.setdefault("consumers", 0)
+            out[q] = row
+    finally:
+        conn.close()
+    return out
+
+
+def _snapshot(app: Any) -> dict[str, Any]:
+    from ..runtime.engine import CONTROL_QUEUE
+
+    queues = sorted(app.queues() | {CONTROL_QUEUE})
+    snap: dict[str, Any] = {
+        "broker": mask_url(app.settings.broker_url),
+        "database": mask_url(app.settings.database_url),
+    }
+    if app.settings.embedded:
+        snap["queues"] = None
+        snap["queues_note"] = "queue depths need RabbitMQ (the broker is memory://)"
+    else:
+        snap["queues"] = queue_depths(app.settings.broker_url, queues)
+    try:
+        runs = app.store.count_runs()
+        live = [
+            r
+            for s in ("pending", "running", "waiting")
+            for r in app.store.list_runs(status=s, limit=1_000)
+        ]
+    except StoreError:
+        raise
+    oldest = min(live, key=lambda r: r.created_at, default=None)
+    snap["runs"] = runs
+    snap["oldest_live_run"] = (
+        None
+        if oldest is None
+        else {
+            "id": oldest.id,
+            "flow": oldest.flow,
+            "status": oldest.status.value,
+            "age_seconds": round(
+                (datetime.now(timezone.utc) - oldest.created_at).total_seconds(), 1
+            ),
+        }
+    )
+    return snap
+
+
+def _print(snap: dict[str, Any]) -> None:
+    print(f"broker {snap['broker']}   database {snap['database']}")
+    if snap["queues"] is None:
+        print(snap["queues_note"])
+    else:
+        table = [["QUEUE", "READY", "DELAYED", "DEAD", "CONSUMERS"]]
+        for q, row in snap["queues"].items():
+            table.append(
+                [q, str(row["ready"]), str(row["delayed"]), str(row["dead"]), str(row["consumers"])]
+            )
+        print_table(table)
+    print("runs   " + ("  ".join(f"{k} {v}" for k, v in sorted(snap["runs"].items())) or "none"))
+    o = snap["oldest_live_run"]
+    if o:
+        print(f"oldest live run {o['id']} ({o['flow']}, {o['status']}) for {o['age_seconds']}s")
+
+
+def status(args: argparse.Namespace) -> int:
+    app = _app(args)
+    stop = threading.Event()
+    try:
+        while True:
+            snap = _snapshot(app)
+            if args.json:
+                print(json.dumps(snap))
+            else:
+                if args.watch:
+                    sys.stdout.write("\033[2J\033[H")
+                _print(snap)
+            if not args.watch:
+                return exits.OK
+            sys.stdout.flush()
+            stop.wait(args.watch)
+    except KeyboardInterrupt:
+        return exits.OK
+    finally:
+        app.close()

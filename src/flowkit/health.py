@@ -1,0 +1,85 @@
+"""Health: is this process able to work? (``flowkit health``, ``--health-port``).
+
+``/live`` answers 200 while the process runs; ``/ready`` answers 200 when the
+broker and the database answer, 503 with the reasons otherwise.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from .config import mask_url
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["check", "serve_health"]
+
+
+def check(app: App) -> dict[str, str | None]:
+    """``{"database": problem or None, "broker": problem or None}``."""
+    problems: dict[str, str | None] = {"database": None, "broker": None}
+    try:
+        import sqlalchemy as sa
+
+        with app.store.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        problems["database"] = (
+            f"{mask_url(app.settings.database_url)}: {type(exc).__name__}: {str(exc)[:200]}"
+        )
+    if not app.settings.embedded:
+        try:
+            import pika
+
+            params = pika.URLParameters(app.settings.broker_url)
+            params.socket_timeout = 3
+            params.connection_attempts = 1
+            pika.BlockingConnection(params).close()
+        except Exception as exc:
+            problems["broker"] = f"{mask_url(app.settings.broker_url)}: {type(exc).__name__}"
+    return problems
+
+
+def serve_health(app: App, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve ``/live`` and ``/ready`` on ``port`` in a daemon thread."""
+    cache: dict[str, Any] = {"at": 0.0, "problems": {}}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/live"):
+                self._send(200, {"status": "live"})
+            elif self.path.startswith("/ready"):
+                with lock:
+                    if time.monotonic() - cache["at"] > 2:
+                        cache["problems"] = check(app)
+                        cache["at"] = time.monotonic()
+                    problems = {k: v for k, v in cache["problems"].items() if v}
+                self._send(
+                    503 if problems else 200,
+                    {"status": "not ready" if problems else "ready", **problems},
+                )
+            else:
+                self._send(404, {"error": "try /live or /ready"})
+
+        def _send(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="flowkit-health", daemon=True).start()
+    return server
