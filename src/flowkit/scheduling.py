@@ -166,7 +166,7 @@ class Scheduler:
                 next_sweep = current + timedelta(seconds=self.sweep_every)
             wake = min([*upcoming.values(), next_sweep]) if self.sweep_every else None
             if wake is None and not upcoming:
-                stop.wait(3600)
+                stop.wait(1.0)
                 continue
             target = wake if wake is not None else min(upcoming.values())
-            stop.wait(max(0.05, (target - clock()).total_seconds()))
+            stop.wait(min(1.0, max(0.05, (target - clock()).total_seconds())))

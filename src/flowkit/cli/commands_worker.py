@@ -243,7 +243,9 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
                 if not stop.is_set():
                     app.recover(older_than=_DEV_SWEEP_AGE)
             else:
-                stop.wait(3600)
+                # Short waits: a signal taken by another thread only sets a flag
+                # that the main thread sees when it next wakes.
+                stop.wait(1.0)
     finally:
         for server in servers:
             server.shutdown()

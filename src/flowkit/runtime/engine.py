@@ -270,9 +270,12 @@ class Engine:
             lease_ms=lease,
             starts_run=not flow.parents(stage.name),
             limits=limits,
-            # RabbitMQ flags a message it delivers again after its consumer went
-            # away; only such a copy may take over a running step.
-            redelivered=bool(getattr(message, "redelivered", False)),
+            # Only a copy that comes back after its holder stopped may take over a
+            # running step: RabbitMQ's redelivery after the consumer went away, or
+            # Dramatiq's re-send after this engine gave up on the database or
+            # broker (see execute). Not a second copy published with the same id.
+            redelivered=bool(getattr(message, "redelivered", False))
+            or bool(message is not None and message.options.get("retries", 0) > 0),
         )
         if claim is None:
             self._not_claimed(flow, step_id, message_id, key)
