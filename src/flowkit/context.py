@@ -58,7 +58,7 @@ class Context:
     item: int | None = None
     app: App | None = field(default=None, repr=False)
     logger: logging.LoggerAdapter = field(init=False, repr=False)  # type: ignore[type-arg]
-    #: LLM usage so far in this attempt; recorded on the step when it ends
+    #: LLM usage of the step so far, over all its attempts; recorded when it ends
     usage: dict[str, Any] = field(default_factory=dict, repr=False)
     _checked_at: float = field(default=-1e9, init=False, repr=False)
     _cancelled: bool = field(default=False, init=False, repr=False)

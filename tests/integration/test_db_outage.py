@@ -30,6 +30,8 @@ def test_connections_cut_between_the_work_and_its_completion(
     The completion fails with a StoreError, so the engine sends the message
     again (``dramatiq.Retry``, the same message id) "so a redelivery can
     resume"; the run must then finish without waiting for a lease to expire.
+    (Before 5e95264 that copy was ignored as a duplicate and the run stayed
+    ``running`` until the lease expired and a recovery sweep re-published it.)
     """
     app_name = "flowkit-it-enrich"
     enrich_db = f"{pg_url}?application_name={app_name}"

@@ -61,8 +61,7 @@ def test_one_start_line_naming_flows_queues_and_threads(
     (line,) = one.wait_started()
     assert (line.group("queues"), line.group("threads")) == ("itk.decide", "2")
 
-    # Serve a few runs first: a SIGTERM within moments of the start line can be
-    # lost (see test_sigterm_handled_by_another_thread_stops_the_worker).
+    # Both serve the flow; then a graceful stop of each.
     runs = [kill_app.flow(FLOW).submit({"n": i}, key=f"start-{i}") for i in range(4)]
     assert wait_for_runs(pg_url, FLOW, len(runs), timeout=60) == {"succeeded": len(runs)}
     one.proc.send_signal(signal.SIGTERM)
@@ -178,6 +177,12 @@ _TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
 def test_sigterm_handled_by_another_thread_stops_the_worker(
     kill_app: Any, workers: Workers, pg_url: str
 ) -> None:
+    """A process-directed SIGTERM may be taken by any thread; the worker still stops.
+
+    Python runs the handler in the main thread only when that thread next runs
+    bytecode: a main thread parked in one long wait (``stop.wait(3600)`` before
+    5e95264) kept the worker running for up to an hour.
+    """
     worker = workers.start(TARGET, threads=2, shutdown_timeout=5)
     worker.wait_started()
     # Steady state: the main thread is parked in its wait once a run went through.

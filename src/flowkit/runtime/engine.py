@@ -318,6 +318,8 @@ class Engine:
             tenant_id=tenant if isinstance(tenant, str) else None,
             item=claim.item,
             app=self.app,
+            # Earlier attempts' LLM spending carries on: the step's usage is a total.
+            usage=dict(claim.usage or {}),
         )
         observe = self.app.observers.emit
         observe(

@@ -57,7 +57,14 @@ def claim(
             started_at=now,
             lease_until=now + timedelta(milliseconds=lease_ms),
         )
-        .returning(steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item)
+        .returning(
+            steps.c.run_id,
+            steps.c.name,
+            steps.c.attempts,
+            steps.c.input,
+            steps.c.item,
+            steps.c.usage,
+        )
     ).first()
 
 

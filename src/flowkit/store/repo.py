@@ -250,7 +250,7 @@ class Store:
                 raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
             if row is None:
                 return None
-            return Claim(row.run_id, row.name, row.attempts, row.input, row.item)
+            return Claim(row.run_id, row.name, row.attempts, row.input, row.item, row.usage)
         with self._tx() as conn:
             # Read the clock once the transaction holds its locks, so start times
             # (and the rate limits' log) are in the order the claims commit.
@@ -291,7 +291,12 @@ class Store:
                     limit_key=limits.key if limits is not None else None,
                 )
                 .returning(
-                    steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item
+                    steps.c.run_id,
+                    steps.c.name,
+                    steps.c.attempts,
+                    steps.c.input,
+                    steps.c.item,
+                    steps.c.usage,
                 )
             )
             row = conn.execute(stmt).first()
@@ -309,6 +314,7 @@ class Store:
             attempts=row.attempts,
             input=row.input,
             item=row.item,
+            usage=row.usage,
         )
 
     def step_input(self, step_id: str) -> Any:

@@ -76,6 +76,8 @@ class Claim:
     attempts: int
     input: Any
     item: int | None = None
+    #: LLM usage recorded by the step's earlier attempts (added up across retries)
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
