@@ -6,9 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +23,7 @@ TARGET = f"{HERE / 'wf_flows.py'}:app"
 sys.path.insert(0, str(HERE))
 
 import wf_flows  # noqa: E402
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for a condition on the database, bounded; raise if it never holds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.05)
+from fk_procs import wait_until  # noqa: E402
 
 
 class Workers:

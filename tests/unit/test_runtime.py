@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ class Receipt(BaseModel):
 
 
 calls: Counter[str] = Counter()
+_work = threading.Event()  # never set: its wait is simulated work
 contexts: list[flowkit.Context] = []
 _lock = threading.Lock()
 
@@ -74,7 +74,7 @@ def receipt(p: Priced) -> Receipt:
         raise flowkit.PermanentError("the customer said no")
     if p.tenant_id == "slow":
         for _ in range(300):  # simulated work that outlasts the timeout
-            time.sleep(0.01)
+            _work.wait(0.01)
     return Receipt(tenant_id=p.tenant_id, total=p.total, note="ok")
 
 
@@ -82,7 +82,7 @@ def receipt(p: Priced) -> Receipt:
 def slow_receipt(p: Priced) -> Receipt:
     _count("slow")
     for _ in range(300):  # simulated work that outlasts the timeout
-        time.sleep(0.01)
+        _work.wait(0.01)
     return Receipt(tenant_id=p.tenant_id, total=p.total, note="late")
 
 

@@ -22,24 +22,26 @@ from .rows import NewStep
 from .schema import JSONType, steps
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
+# A message may arrive this early for its step's due time (clock skew, jitter).
 _EARLY = timedelta(milliseconds=500)
 
 
-def claim(
-    conn: Connection,
+def claim_statement(
     step_id: str,
     message_id: str,
     *,
     lease_ms: int,
     redelivered: bool,
     now: datetime,
+    limit_key: str | None = None,
 ) -> Any:
-    """The guarded claim as one autocommitted statement; the row or ``None``."""
-    return conn.execute(
+    """The guarded claim: ``UPDATE … RETURNING`` the step if this message may run it."""
+    return (
         steps.update()
         .where(
             steps.c.id == step_id,
             run_is_live(now),
+            # The row decides when a timer is due; an early message is re-sent.
             sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= now + _EARLY),
             sa.or_(
                 steps.c.status == StepStatus.QUEUED.value,
@@ -56,6 +58,7 @@ def claim(
             claimed_by=message_id,
             started_at=now,
             lease_until=now + timedelta(milliseconds=lease_ms),
+            limit_key=limit_key,
         )
         .returning(
             steps.c.run_id,
@@ -65,7 +68,7 @@ def claim(
             steps.c.item,
             steps.c.usage,
         )
-    ).first()
+    )
 
 
 def complete_with_successor(

@@ -39,8 +39,6 @@ from .schema import llm_cache, runs, steps
 __all__ = ["Store"]
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
-# A message may arrive this early for its step's due time (clock skew, jitter).
-_EARLY = timedelta(milliseconds=500)
 _LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
 
 
@@ -238,14 +236,15 @@ class Store:
             now = utcnow()
             try:
                 with self._claims.connect() as conn:
-                    row = fastpath.claim(
-                        conn,
-                        step_id,
-                        message_id,
-                        lease_ms=lease_ms,
-                        redelivered=redelivered,
-                        now=now,
-                    )
+                    row = conn.execute(
+                        fastpath.claim_statement(
+                            step_id,
+                            message_id,
+                            lease_ms=lease_ms,
+                            redelivered=redelivered,
+                            now=now,
+                        )
+                    ).first()
             except (OperationalError, InterfaceError) as exc:
                 raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
             if row is None:
@@ -266,38 +265,13 @@ class Store:
                         .values(scheduled_at=now + timedelta(milliseconds=delayed.ms))
                     )
                     return delayed
-            stmt = (
-                steps.update()
-                .where(
-                    steps.c.id == step_id,
-                    _run_is_live(now),
-                    # The row decides when a timer is due; an early message is re-sent.
-                    sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= now + _EARLY),
-                    sa.or_(
-                        steps.c.status == StepStatus.QUEUED.value,
-                        sa.and_(
-                            steps.c.status == StepStatus.RUNNING.value,
-                            steps.c.claimed_by == message_id,
-                            sa.true() if redelivered else sa.false(),
-                        ),
-                    ),
-                )
-                .values(
-                    status=StepStatus.RUNNING.value,
-                    attempts=steps.c.attempts + 1,
-                    claimed_by=message_id,
-                    started_at=now,
-                    lease_until=now + timedelta(milliseconds=lease_ms),
-                    limit_key=limits.key if limits is not None else None,
-                )
-                .returning(
-                    steps.c.run_id,
-                    steps.c.name,
-                    steps.c.attempts,
-                    steps.c.input,
-                    steps.c.item,
-                    steps.c.usage,
-                )
+            stmt = fastpath.claim_statement(
+                step_id,
+                message_id,
+                lease_ms=lease_ms,
+                redelivered=redelivered,
+                now=now,
+                limit_key=limits.key if limits is not None else None,
             )
             row = conn.execute(stmt).first()
             if row is None:
