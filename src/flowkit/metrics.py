@@ -102,7 +102,8 @@ class PrometheusObserver(Observer):
         if counter is not None:
             counter.labels(flow, step, queue).inc()
         self.duration.labels(flow, step, queue, outcome).observe(seconds)
-        if usage:
+        # usage is the step's total over its attempts: count it once, when it ends.
+        if usage and outcome in ("succeeded", "failed"):
             for kind in ("prompt_tokens", "completion_tokens"):
                 if usage.get(kind):
                     self.tokens.labels(flow, step, kind.split("_")[0]).inc(usage[kind])
