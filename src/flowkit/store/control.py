@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from .._ids import new_id
 from ..errors import RunNotFound, RunStateError, SignalRejected
 from ..status import RunStatus, StepStatus
+from .gates import LIVE_RUN as _LIVE_RUN
 from .gates import finish_run, gate_input, move_gate, skip_live, start_signal_wait
 from .rows import Gate, NewStep
 from .schema import runs, signals, steps
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from .repo import Store
 
 __all__ = ["Control", "StepRow"]
-
-_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
 
 
 @dataclass(frozen=True)

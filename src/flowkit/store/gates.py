@@ -20,7 +20,9 @@ from .rows import Gate, NewStep, RunEnd, Source
 from .schema import runs, signals, steps
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value, StepStatus.WAITING.value)
-_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
+#: run statuses that may still change (one definition for the whole store)
+LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
+_LIVE_RUN = LIVE_RUN
 
 
 def run_is_live(now: datetime) -> sa.ColumnElement[bool]:

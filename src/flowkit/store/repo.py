@@ -25,6 +25,7 @@ from . import fastpath
 from .control import Control
 from .deadletters import DeadLetters
 from .engine import create_engine
+from .gates import LIVE_RUN as _LIVE_RUN
 from .gates import finish_run as _finish_run
 from .gates import maybe_end as _maybe_end
 from .gates import move_gate as _move_gate
@@ -39,7 +40,6 @@ from .schema import llm_cache, runs, steps
 __all__ = ["Store"]
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
-_LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
 
 
 def utcnow() -> datetime:
