@@ -18,6 +18,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS)
+def faults(session: nox.Session) -> None:
+    """The fault-injection suite alone; its FAULTS lines also go to faults-report.jsonl."""
+    session.install("-e", ".[dev,postgres]")
+    report = session.env.get("FLOWKIT_FAULTS_REPORT", "faults-report.jsonl")
+    session.run("pytest", "-m", "faults", *session.posargs, env={"FLOWKIT_FAULTS_REPORT": report})
+
+
+@nox.session(python=PYTHONS)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")

@@ -17,6 +17,7 @@ from .errors import (
     FlowNotFound,
     InputValidationError,
     NotFoundError,
+    PayloadTooLarge,
     PermanentError,
     ResultTimeout,
     RetryAfter,
@@ -28,6 +29,7 @@ from .errors import (
     SignalRejected,
     StepTimeout,
     StoreError,
+    WorkerLost,
 )
 from .flows import Flow, Pipeline
 from .joins import ItemFailure, Settled
@@ -68,6 +70,7 @@ __all__ = [
     "FlowNotFound",
     "InputValidationError",
     "NotFoundError",
+    "PayloadTooLarge",
     "PermanentError",
     "ResultTimeout",
     "RetryAfter",
@@ -78,6 +81,7 @@ __all__ = [
     "SchemaVersionError",
     "SignalRejected",
     "StepTimeout",
+    "WorkerLost",
     "StoreError",
     # Metadata
     "__version__",

@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -71,6 +71,15 @@ class App:
         max_priority: enable RabbitMQ message priorities 0..N for ``submit(priority=)``;
             queues are then declared with ``x-max-priority`` (an existing queue
             declared without it must be deleted first).
+        signing_key: sign every message with HMAC-SHA256 and refuse unsigned or
+            forged ones: a key, or a list of accepted keys whose first signs
+            (default: ``$FLOWKIT_SIGNING_KEY``, comma-separated). Per process:
+            the App that opens its broker last decides.
+        max_payload_bytes: the largest payload (as compact JSON) that ``submit``,
+            ``emit`` and ``signal`` accept (default ``$FLOWKIT_MAX_PAYLOAD_BYTES``
+            or 1 MiB).
+        max_payload_depth: the deepest nesting of lists and objects in a payload
+            (default ``$FLOWKIT_MAX_PAYLOAD_DEPTH`` or 32).
 
     Raises:
         FlowDefinitionError: two flows share a name, or a flow belongs to another App.
@@ -91,6 +100,9 @@ class App:
         llm_prices: dict[str, tuple[float, float]] | None = None,
         observers: Iterable[Observer] = (),
         max_priority: int | None = None,
+        signing_key: str | Sequence[str] | None = None,
+        max_payload_bytes: int | None = None,
+        max_payload_depth: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not _APP_NAME.match(name):
             raise FlowDefinitionError(f"App name {name!r} is not valid")
@@ -106,6 +118,11 @@ class App:
             flow._bind(self)
         self._broker_url = broker_url
         self._database_url = database_url
+        self._security: dict[str, Any] = {
+            "signing_key": signing_key,
+            "max_payload_bytes": max_payload_bytes,
+            "max_payload_depth": max_payload_depth,
+        }
         if max_priority is not None and not (
             isinstance(max_priority, int) and 0 < max_priority <= 255
         ):
@@ -182,7 +199,9 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = Settings.resolve(self._broker_url, self._database_url)
+            self._settings = Settings.resolve(
+                self._broker_url, self._database_url, **self._security
+            )
         return self._settings
 
     def describe(self) -> str:
@@ -217,12 +236,13 @@ class App:
         with self._lock:
             if self._engine is None:
                 from .runtime.actors import declare_actors
-                from .runtime.brokers import create_broker, set_dead_letter_recorder
+                from .runtime.brokers import create_broker, secure_process, set_dead_letter_recorder
                 from .runtime.engine import Engine
 
                 store = self.store
                 broker = create_broker(self.settings.broker_url, max_priority=self.max_priority)
                 set_dead_letter_recorder(broker, store.dead_letters.record)
+                secure_process(self.settings)
                 engine = Engine(self, store, broker)
                 declare_actors(engine, self.flows)
                 self._broker = broker
@@ -291,7 +311,9 @@ class App:
         """Start a run: validate ``input``, store the run, then publish its first step.
 
         A second submit with the same ``key`` (per flow) returns the existing
-        run and sends nothing.
+        run; if that run's first steps are still queued (the first submit may
+        have raised ``BrokerError`` after storing it), they are published again,
+        so retrying a failed submit with its key is safe and completes it.
 
         Parameters:
             flow: a flow of this App, or its name.
@@ -452,7 +474,9 @@ class App:
         with self._lock:
             worker, self._worker = self._worker, None
         if worker is not None:
-            worker.stop(timeout=int(timeout * 1000))
+            from .runtime.shutdown import stop_worker
+
+            stop_worker(worker, timeout)
 
     def close(self) -> None:
         """Stop the in-process worker and close broker and database connections."""

@@ -7,6 +7,7 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     ├── ConfigurationError        bad URL, missing optional extra, bad option value
     ├── FlowDefinitionError       a stage, pipeline or workflow that cannot work
     ├── InputValidationError      a payload that does not match a stage's input type
+    │   └── PayloadTooLarge       a payload over the size or nesting-depth limit
     ├── NotFoundError
     │   ├── FlowNotFound          no flow of that name in the App
     │   ├── EventNotSubscribed    app.emit() of an event no flow subscribes to
@@ -39,6 +40,7 @@ __all__ = [
     "FlowkitError",
     "InputValidationError",
     "NotFoundError",
+    "PayloadTooLarge",
     "PermanentError",
     "ResultTimeout",
     "RetryAfter",
@@ -77,6 +79,28 @@ class InputValidationError(FlowkitError):
         super().__init__(message)
         self.errors = errors
         self.stage = stage
+
+
+class PayloadTooLarge(InputValidationError):
+    """A payload is bigger, or nested deeper, than the configured limits allow.
+
+    Raised by ``submit``, ``emit`` and ``signal`` before anything is stored or
+    sent; a message over the limits that reaches a worker is dead-lettered.
+
+    Attributes:
+        limit: ``"bytes"`` (``FLOWKIT_MAX_PAYLOAD_BYTES``) or ``"depth"``
+            (``FLOWKIT_MAX_PAYLOAD_DEPTH``).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, *, limit: str, stage: str = "") -> None:
+        super().__init__(
+            message,
+            errors=[{"loc": [], "msg": message, "type": f"payload_too_large_{limit}"}],
+            stage=stage,
+        )
+        self.limit = limit
 
 
 class NotFoundError(FlowkitError):
@@ -142,6 +166,17 @@ class SignalRejected(RunStateError):
 
 class StepTimeout(FlowkitError):
     """A step ran longer than its ``timeout``; recorded as the step's error, then retried."""
+
+
+class WorkerLost(FlowkitError):
+    """Recorded as a step's error when its worker stopped during every one of its attempts.
+
+    A step whose process dies mid-step (``SIGKILL``, the OOM killer, a crash
+    in native code) is delivered again and counts an attempt each time. Once
+    the attempts pass the stage's ``retries``, the next delivery does not run
+    it again: the step and its run fail with this error and the message is
+    dead-lettered, so a poison message cannot crash workers forever.
+    """
 
 
 class PermanentError(FlowkitError):

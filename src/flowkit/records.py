@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,8 +31,9 @@ class StepInfo:
     status: StepStatus
     queue: str
     attempts: int
-    input: Any
-    output: Any
+    # Payloads stay out of the repr: they may hold secrets (stored in the clear).
+    input: Any = field(repr=False)
+    output: Any = field(repr=False)
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
@@ -57,8 +58,8 @@ class RunInfo:
     flow: str
     key: str | None
     status: RunStatus
-    input: Any
-    output: Any
+    input: Any = field(repr=False)
+    output: Any = field(repr=False)
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import TypeAdapter, create_model
 
+from ._secrets import contains_secret, dump_json_revealed, secret_values
 from ._types import parse_duration_ms, strip_type, type_name
 from .context import Context
 from .errors import ConfigurationError, FlowDefinitionError
@@ -317,6 +318,45 @@ class Stage(Generic[In, Out]):
     @cached_property
     def output_adapter(self) -> TypeAdapter[Any]:
         return TypeAdapter(self.output_type)
+
+    # Secrets (SecretStr, SecretBytes): the database keeps their real values, so
+    # that the next step gets them. Whether a type declares one is decided once;
+    # types without secrets keep pydantic's plain (faster) dump.
+    @cached_property
+    def _secret_input(self) -> bool:
+        return contains_secret(self.input_type)
+
+    @cached_property
+    def _secret_output(self) -> bool:
+        return contains_secret(self.output_type)
+
+    @cached_property
+    def _secret_signal(self) -> bool:
+        return self.signal_type is not None and contains_secret(self.signal_type)
+
+    def dump_input(self, value: Any) -> Any:
+        """The JSON form of a validated input, as stored (secrets with their values)."""
+        if self._secret_input:
+            return dump_json_revealed(self.input_adapter, value)
+        return self.input_adapter.dump_python(value, mode="json")
+
+    def dump_output(self, value: Any) -> Any:
+        """The JSON form of a validated output, as stored (secrets with their values)."""
+        if self._secret_output:
+            return dump_json_revealed(self.output_adapter, value)
+        return self.output_adapter.dump_python(value, mode="json")
+
+    def dump_signal(self, value: Any) -> Any:
+        """The JSON form of a validated signal payload, as stored."""
+        if self._secret_signal:
+            return dump_json_revealed(self.signal_adapter, value)
+        return self.signal_adapter.dump_python(value, mode="json")
+
+    def secrets_in(self, value: Any) -> list[str]:
+        """The secret values inside a parsed input (see :meth:`parse_input`), to redact."""
+        if self._secret_input or self._secret_signal:
+            return secret_values(value)
+        return []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -99,12 +99,13 @@ def dead_list(args: argparse.Namespace) -> int:
 
 
 def dead_retry(args: argparse.Namespace) -> int:
-    import dramatiq
+    from ..runtime.deadletters import decode_stored
 
     if not args.ids and not args.all:
         raise ConfigurationError("name dead letters to retry, or pass --all")
     app = _app(args)
     try:
+        app.broker  # noqa: B018 - installs the encoder (and keys) that check stored bodies
         letters = app.store.dead_letters.newest(limit=100_000)
         if not args.all:
             letters = [d for d in letters if d.id in set(args.ids)]
@@ -119,7 +120,8 @@ def dead_retry(args: argparse.Namespace) -> int:
                 continue
             if d.body and d.queue and not d.body.startswith("base64:"):
                 try:
-                    message = dramatiq.Message.decode(d.body.encode("utf-8"))
+                    # Checked like a delivery (signature, limits), not recorded again.
+                    message = decode_stored(d.body)
                 except Exception:
                     skipped += 1
                     continue

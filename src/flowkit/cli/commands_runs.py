@@ -5,19 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from .._types import parse_duration_ms
 from ..app import App, Run
 from ..config import Settings
-from ..errors import ConfigurationError, InputValidationError, RunNotFound
+from ..errors import ConfigurationError, InputValidationError, PayloadTooLarge, RunNotFound
 from ..records import RunInfo, StepInfo
+from ..redact import mask_secret_fields
 from ..status import RunStatus
 from . import exits
 from .loader import load
 from .timeline import print_run, print_table, secs_text, time_text
+
+_APP_HELP = (
+    "the App (MODULE:ATTR) whose models say which output fields are secret "
+    "(default: $FLOWKIT_APP; without it, fields named like password, token or api_key are masked)"
+)
 
 
 def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
@@ -83,6 +92,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     )
     ls.add_argument("--limit", "-n", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="print JSON lines")
+    ls.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
     ls.set_defaults(handler=runs_list)
     show = rsub.add_parser(
         "show",
@@ -98,6 +108,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         action="store_true",
         help="list every fanned-out item instead of one line per step",
     )
+    show.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
     show.set_defaults(handler=runs_show)
 
     rec = sub.add_parser(
@@ -135,6 +146,12 @@ def read_data(raw: str) -> Any:
         text, origin = raw, "--data"
     try:
         return json.loads(text)
+    except RecursionError:
+        raise PayloadTooLarge(
+            f"{origin} is nested too deeply to parse (FLOWKIT_MAX_PAYLOAD_DEPTH); "
+            "nothing was enqueued",
+            limit="depth",
+        ) from None
     except json.JSONDecodeError as exc:
         raise InputValidationError(
             f"{origin} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
@@ -194,6 +211,9 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def print_validation_errors(what: str, exc: InputValidationError) -> None:
+    if isinstance(exc, PayloadTooLarge):
+        print(f"flowkit: error: {exc}", file=sys.stderr)
+        return
     print(f"flowkit: invalid input for {what!r} (nothing was enqueued):", file=sys.stderr)
     for err in exc.errors:
         loc = ".".join(str(p) for p in err.get("loc", [])) or "(root)"
@@ -235,8 +255,9 @@ def runs_list(args: argparse.Namespace) -> int:
     finally:
         store.dispose()
     if args.json:
+        app = _flows_app(args)
         for r in rows:
-            print(json.dumps(_run_dict(r)))
+            print(json.dumps(_run_dict(r, app)))
         return exits.OK
     if not rows:
         print("no runs")
@@ -260,7 +281,8 @@ def runs_show(args: argparse.Namespace) -> int:
     finally:
         store.dispose()
     if args.json:
-        print(json.dumps({**_run_dict(run), "steps": [_step_dict(s) for s in steps]}, indent=2))
+        doc = {**_run_dict(run, _flows_app(args)), "steps": [_step_dict(s) for s in steps]}
+        print(json.dumps(doc, indent=2))
         return exits.OK
     print_run(run, steps, items=args.items)
     return exits.OK
@@ -287,7 +309,31 @@ def recover(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def _run_dict(r: RunInfo) -> dict[str, Any]:
+def _flows_app(args: argparse.Namespace) -> App | None:
+    spec = getattr(args, "app", None) or os.environ.get("FLOWKIT_APP")
+    return load(spec).app if spec else None
+
+
+def shown_output(run: RunInfo, app: App | None) -> Any:
+    """A run's stored output as the CLI may print it: secret fields masked.
+
+    The database keeps secrets (pydantic ``SecretStr``) in the clear, so the
+    next step gets them. With the flow's App, its output model masks exactly
+    the fields it declares secret; without it (or for a ``Stop`` output, which
+    has no model), fields whose names look secret are masked instead.
+    """
+    if run.output is None:
+        return None
+    if app is not None and run.stop_reason is None and run.flow in {f.name for f in app.flows}:
+        adapter = TypeAdapter(app.flow(run.flow).output_type)
+        try:
+            return adapter.dump_python(adapter.validate_python(run.output), mode="json")
+        except ValidationError:
+            pass  # stored by another version of the flow
+    return mask_secret_fields(run.output)
+
+
+def _run_dict(r: RunInfo, app: App | None = None) -> dict[str, Any]:
     return {
         "id": r.id,
         "flow": r.flow,
@@ -298,7 +344,7 @@ def _run_dict(r: RunInfo) -> dict[str, Any]:
         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
         "duration": r.duration,
         "error": _public_error(r.error),
-        "output": r.output,
+        "output": shown_output(r, app),
     }
 
 

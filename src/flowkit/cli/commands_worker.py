@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from ..errors import ConfigurationError, NotFoundError
+from ..redact import protect
 from . import exits
 from .loader import Target, load
 
@@ -154,6 +155,7 @@ def _setup_log_file(pattern: str | None, index: int) -> None:
         os.makedirs(folder, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(SEED_LOG_FORMAT))
+    protect(handler)  # secrets masked in the file too
     logging.getLogger().addHandler(handler)
 
 
@@ -289,6 +291,11 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
     return argv
 
 
+#: Exit codes of a child that a restart cannot fix.
+_FATAL = frozenset({exits.USAGE, exits.LOAD, exits.SCHEMA})
+_RESTART_MAX = 30.0
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """Run ``--processes`` children, restart one that dies, stop them all on a signal."""
     stopping = threading.Event()
@@ -300,7 +307,6 @@ def _supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     children: dict[int, subprocess.Popen[bytes]] = {}
     started: dict[int, float] = {}
-    quick_failures = 0
     for i in range(args.processes):
         children[i] = subprocess.Popen(_child_argv(args, i))
         started[i] = time.monotonic()
@@ -311,22 +317,38 @@ def _supervise(args: argparse.Namespace) -> int:
         ", ".join(str(c.pid) for c in children.values()),
     )
     code = exits.OK
+    due: dict[int, float] = {}  # when a dead child is started again
+    crashes: dict[int, int] = dict.fromkeys(children, 0)
     while not stopping.is_set():
         stopping.wait(0.5)
         for i, child in list(children.items()):
             rc = child.poll()
             if rc is None or stopping.is_set():
                 continue
-            lived = time.monotonic() - started[i]
-            quick_failures = quick_failures + 1 if lived < 5 else 0
-            if quick_failures >= 5:
-                log.error("worker processes keep exiting at start (last code %s); giving up", rc)
-                code = exits.UNEXPECTED
+            if rc in _FATAL:
+                # A mistake restarting cannot fix (usage, load, schema): stop all.
+                log.error("worker process %d exited with %s; stopping", i, rc)
+                code = rc
                 stopping.set()
                 break
-            log.warning("worker process %d (pid %d) exited with %s; restarting", i, child.pid, rc)
-            children[i] = subprocess.Popen(_child_argv(args, i))
-            started[i] = time.monotonic()
+            if i not in due:
+                # Crashes in a row back off (0.5 s doubling to 30 s), as systemd's
+                # Restart= would; a child that lived 30 s resets the count.
+                lived = time.monotonic() - started[i]
+                crashes[i] = 0 if lived > _RESTART_MAX else crashes[i] + 1
+                delay = min(_RESTART_MAX, 0.5 * 2 ** max(0, crashes[i] - 1))
+                due[i] = time.monotonic() + delay
+                log.warning(
+                    "worker process %d (pid %d) exited with %s; restarting in %.1fs",
+                    i,
+                    child.pid,
+                    rc,
+                    delay,
+                )
+            if time.monotonic() >= due[i]:
+                del due[i]
+                children[i] = subprocess.Popen(_child_argv(args, i))
+                started[i] = time.monotonic()
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ..__about__ import __version__
 from ..errors import FlowkitError
+from ..redact import protect, redact, remember_environment
 from . import (
     commands_control,
     commands_db,
@@ -76,17 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
-    if logging.getLogger().handlers:
-        return
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        # pika logs every connection step, alembic every migration check, at INFO.
-        logging.getLogger("pika").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if not verbose:
+            # pika logs every connection step, alembic every migration check, at INFO.
+            logging.getLogger("pika").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Whatever is logged, URL passwords, keys and a running step's secrets are masked.
+    remember_environment()
+    for handler in root.handlers:
+        protect(handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,13 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlowkitError as exc:
         if os.environ.get("FLOWKIT_DEBUG"):
             raise
-        print(f"flowkit: error: {exc}", file=sys.stderr)
+        print(f"flowkit: error: {redact(str(exc))}", file=sys.stderr)
         return exits.for_error(exc)
     except Exception as exc:
         if os.environ.get("FLOWKIT_DEBUG"):
             raise
         print(
-            f"flowkit: unexpected error: {type(exc).__name__}: {exc} "
+            f"flowkit: unexpected error: {type(exc).__name__}: {redact(str(exc))} "
             "(set FLOWKIT_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )

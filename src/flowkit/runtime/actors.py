@@ -13,6 +13,7 @@ from typing import Any
 import dramatiq
 
 from ..flows import Flow
+from ..redact import secret_scope
 from ..stage import Stage
 from .engine import CONTROL_ACTOR, CONTROL_QUEUE, Engine, StepFailed
 
@@ -50,7 +51,10 @@ def declare_actors(engine: Engine, flows: list[Flow]) -> None:
 
 def _make_actor(engine: Engine, flow: Flow, stage: Stage[Any, Any]) -> dramatiq.Actor[Any, Any]:
     def run_step(step_id: str, run_id: str, key: str | None = None) -> None:
-        engine.execute(flow, stage, step_id, run_id, key)
+        # The step's secrets (noted by the engine) stay hidden in logs and errors
+        # until the step is over.
+        with secret_scope():
+            engine.execute(flow, stage, step_id, run_id, key)
 
     run_step.__name__ = stage.name
     run_step.__qualname__ = f"{flow.name}.{stage.name}"

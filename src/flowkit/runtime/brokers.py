@@ -11,15 +11,40 @@ from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
     Retries,
     ShutdownNotifications,
 )
 
-from ..config import mask_url
+from ..config import Settings, mask_url
 from ..errors import BrokerError, ConfigurationError
+from ..redact import MessageFilter, redact, remember, remember_environment
+from .wire import WirePolicy
 
 __all__ = ["create_broker"]
+
+
+class SafeLogs(Middleware):
+    """Dramatiq's worker and consumer threads log a message by its actor and id only.
+
+    Dramatiq's own lines (``Failed to process message %s ...``) print a
+    message with its arguments; the filter on each thread's logger names
+    the message instead, at every level, whatever handlers are configured.
+    """
+
+    _filter = MessageFilter()
+
+    def _guard(self, thread: Any) -> None:
+        logger = getattr(thread, "logger", None)
+        if isinstance(logger, logging.Logger) and self._filter not in logger.filters:
+            logger.addFilter(self._filter)
+
+    def after_consumer_thread_boot(self, broker: Any, thread: Any) -> None:
+        self._guard(thread)
+
+    def after_worker_thread_boot(self, broker: Any, thread: Any) -> None:
+        self._guard(thread)
 
 
 def _middleware() -> list[Any]:
@@ -36,6 +61,7 @@ def _middleware() -> list[Any]:
         Retries(max_retries=0),
         CurrentMessage(),
         DeadLetterRecorder(),
+        SafeLogs(),
     ]
 
 
@@ -44,6 +70,7 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
 
     It also installs flowkit's message encoder (JSON, like Dramatiq's, recording
     undecodable messages as dead letters): Dramatiq's encoder is process-wide.
+    Never a pickle encoder: a worker decodes nothing but JSON.
 
     Raises:
         ConfigurationError: an unsupported URL.
@@ -68,7 +95,7 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
                 middleware=_middleware(),
             )
         except Exception as exc:
-            raise BrokerError(f"cannot use broker {mask_url(url)}: {exc}") from exc
+            raise BrokerError(f"cannot use broker {mask_url(url)}: {redact(str(exc))}") from exc
     raise ConfigurationError(f"broker URL {mask_url(url)!r} is not supported")
 
 
@@ -105,3 +132,18 @@ def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:
     encoder = dramatiq.get_encoder()
     if isinstance(encoder, RecordingEncoder):
         encoder.recorder = recorder
+
+
+def secure_process(settings: Settings) -> None:
+    """Sign and check every message of this process per ``settings``; hide its secrets in logs.
+
+    Dramatiq's encoder is process-wide, so the App that opened its broker
+    last decides the signing keys and limits for the whole process.
+    """
+    from .deadletters import RecordingEncoder
+
+    encoder = dramatiq.get_encoder()
+    if isinstance(encoder, RecordingEncoder):
+        encoder.policy = WirePolicy.of(settings)
+    remember(*settings.secrets())
+    remember_environment()  # OPENAI_API_KEY, for the errors flowkit stores

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +27,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
 
+from .. import redact
 from .._ids import new_id
 from ..context import Context
 from ..errors import (
@@ -39,8 +39,11 @@ from ..errors import (
     SignalRejected,
     StepTimeout,
     StoreError,
+    WorkerLost,
 )
 from ..flows import Flow
+from ..payloads import PayloadLimits
+from ..redact import exception_texts, validation_summary
 from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
 from ..store import Claim, ClaimLimits, Delayed, NewStep, Store
@@ -102,10 +105,11 @@ def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 def _error_record(exc: BaseException, *, step: str, attempt: int) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=30))
+    # Redacted: no URL password, known key or secret of the step's input is stored.
+    message, tb = exception_texts(exc, limit=30)
     return {
         "type": type(exc).__name__,
-        "message": str(exc)[:_MAX_ERROR_MESSAGE],
+        "message": message[:_MAX_ERROR_MESSAGE],
         "traceback": tb[-_MAX_TRACEBACK:],
         "step": step,
         "attempt": attempt,
@@ -136,6 +140,9 @@ class Engine:
             InputValidationError: with the pydantic errors; nothing is stored or sent.
         """
         entry = flow.entry
+        limits = PayloadLimits.of(self.app.settings)
+        what = f"input for {flow.name!r}"
+        limits.check_raw(value, what=what, stage=entry.name)
         try:
             typed = entry.input_adapter.validate_python(value)
         except ValidationError as exc:
@@ -149,7 +156,7 @@ class Engine:
                 errors=_validation_errors(exc),
                 stage=entry.name,
             ) from None
-        return entry.input_adapter.dump_python(typed, mode="json")
+        return limits.json_form(entry.dump_input, typed, what=what, stage=entry.name)
 
     def submit(
         self, flow: Flow, value: Any, *, key: str | None, priority: int | None = None
@@ -180,6 +187,15 @@ class Engine:
             self.publish(flow.name, created.run_id, key, out, priority=priority)
             if flow.timeout_ms:
                 self.publish_control("deadline", created.run_id, flow.timeout_ms)
+        elif key is not None:
+            # The same key again: most often a caller retrying after a BrokerError
+            # (the run was stored, its first message not sent). Entry steps still
+            # queued are published again; a copy that finds its step taken is a
+            # duplicate the claim ignores, so this is safe even if the first went out.
+            queued = self.store.queued_steps(created.run_id, [s.name for s in flow.entries])
+            if queued:
+                out = [Outgoing(i, n, q) for i, n, q in queued]
+                self.publish(flow.name, created.run_id, key, out, priority=priority)
         return created.run_id, created.created
 
     def publish_control(self, op: str, run_id: str, delay_ms: int | None = None) -> None:
@@ -296,16 +312,26 @@ class Engine:
             retry = Outgoing(step_id, stage.name, stage.queue, claim.ms)
             self.publish(flow.name, run_id, key, [retry], priority=priority)
             return
+        if claim.attempts > stage.retries + 1:
+            # Only a takeover gets here: every earlier attempt ended without an
+            # outcome (its process died, or lost the database, each time).
+            lost = WorkerLost(
+                f"step {stage.name!r} was started {claim.attempts - 1} times and its worker "
+                "stopped before recording an outcome each time; quarantined (not run again)"
+            )
+            self._final_failure(flow, stage, step_id, claim, lost, message_id)
+            raise StepFailed(str(lost))
         try:
             value = stage.parse_input(claim.input)
         except ValidationError as exc:
             err = InputValidationError(
-                f"stored input does not match stage {stage.name!r}: {exc}",
+                f"stored input does not match stage {stage.name!r}: {validation_summary(exc)}",
                 errors=_validation_errors(exc),
                 stage=stage.name,
             )
             self._final_failure(flow, stage, step_id, claim, err, message_id)
             raise StepFailed(str(err)) from None
+        redact.note(stage.secrets_in(value))  # hidden from logs and errors while it runs
         tenant = getattr(value[0] if stage.wait_for else value, "tenant_id", None)
         suffix = "" if claim.item is None else f"[{claim.item}]"
         ctx = Context(
@@ -338,9 +364,7 @@ class Engine:
                 output: Any = {"stopped": True, "reason": result.reason, "output": out}
                 plan, stop = Plan(), out
             else:
-                output = stage.output_adapter.dump_python(
-                    stage.output_adapter.validate_python(result), mode="json"
-                )
+                output = stage.dump_output(stage.output_adapter.validate_python(result))
                 plan, stop = plan_completion(flow, stage.name, claim.item, output), _NO_STOP
         except (Exception, StepTimeout) as exc:
             retried = claim.attempts <= stage.retries and not isinstance(
@@ -495,7 +519,9 @@ class Engine:
                 _short(exc),
                 # An expected refusal (bad data) needs no traceback; the rest do.
                 exc_info=None
-                if isinstance(exc, (PermanentError, InputValidationError, ValidationError))
+                if isinstance(
+                    exc, (PermanentError, InputValidationError, ValidationError, WorkerLost)
+                )
                 else (type(exc), exc, exc.__traceback__),
             )
             self.app._notify_finished(claim.run_id, flow=flow.name, status="failed")
@@ -581,6 +607,9 @@ class Engine:
                 f"(signals: {', '.join(known) or 'none'})"
             )
         stage = flow.steps[waiting[0]]
+        limits = PayloadLimits.of(self.app.settings)
+        what = f"signal {name!r}"
+        limits.check_raw(payload, what=what, stage=stage.name)
         try:
             typed = stage.signal_adapter.validate_python(payload)
         except ValidationError as exc:
@@ -593,7 +622,7 @@ class Engine:
                 errors=_validation_errors(exc),
                 stage=stage.name,
             ) from None
-        data = stage.signal_adapter.dump_python(typed, mode="json")
+        data = limits.json_form(stage.dump_signal, typed, what=what, stage=stage.name)
         opened = self.store.control.deliver_signal(run_id, name, data, gate(flow, stage.name, -1))
         if opened is not None:
             self.publish(flow.name, run_id, info.key, [Outgoing.of(opened)])
@@ -657,7 +686,7 @@ class Engine:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    text = validation_summary(exc) if isinstance(exc, ValidationError) else redact.redact(str(exc))
     return text if len(text) <= 300 else text[:297] + "..."
 
 

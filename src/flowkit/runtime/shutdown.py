@@ -1,0 +1,74 @@
+"""A worker's graceful stop: running steps finish, prefetched messages go back at once.
+
+Dramatiq's ``Worker.stop`` lets the worker threads finish their current
+message, then stops the consumers; messages prefetched from RabbitMQ stay
+held by this process until then, so a long step delays every message queued
+behind it by up to the shutdown timeout. Here the worker threads stop taking
+work first, and while the running steps finish, every message waiting in the
+process is handed back to RabbitMQ (``basic_nack`` with ``requeue``) for
+another worker to take now.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from queue import Empty
+from typing import Any
+
+import dramatiq
+
+__all__ = ["stop_worker"]
+
+log = logging.getLogger("flowkit.worker")
+
+_POLL = 0.05
+
+
+def stop_worker(worker: dramatiq.Worker, timeout: float) -> None:
+    """Stop ``worker``: steps running now get up to ``timeout`` seconds to finish."""
+    deadline = time.monotonic() + timeout
+    for thread in worker.workers:
+        thread.stop()
+    returned = 0
+    while time.monotonic() < deadline:
+        returned += _requeue_waiting(worker)
+        alive = [t for t in worker.workers if t.is_alive()]
+        if not alive:
+            break
+        alive[0].join(_POLL)
+    returned += _requeue_waiting(worker)
+    if returned:
+        log.info("returned %d prefetched message(s) to the broker", returned)
+    left = max(0.0, deadline - time.monotonic())
+    worker.stop(timeout=max(1, int(left * 1000)))
+
+
+def _requeue_waiting(worker: dramatiq.Worker) -> int:
+    """Hand the messages waiting in the work queue back to RabbitMQ; how many."""
+    held: list[Any] = []
+    while True:
+        try:
+            held.append(worker.work_queue.get_nowait())
+        except Empty:
+            break
+    count = 0
+    for item in held:
+        thread = worker.consumers.get(item.message.queue_name)
+        consumer = getattr(thread, "consumer", None)
+        tag = getattr(item.message, "_tag", None)
+        if consumer is None or tag is None or not hasattr(consumer, "known_tags"):
+            # Not a RabbitMQ delivery (the in-process broker): keep it for
+            # Dramatiq's own requeue at the end of the stop.
+            worker.work_queue.put(item)
+            continue
+        consumer.known_tags.discard(tag)
+        try:
+            consumer.connection.add_callback_threadsafe(
+                partial(consumer.channel.basic_nack, tag, requeue=True)
+            )
+            count += 1
+        except Exception:  # the connection is gone: RabbitMQ requeues it anyway
+            log.debug("could not return message %s", item.message.message_id, exc_info=True)
+    return count
