@@ -131,6 +131,21 @@ def _workers(
     return [_start(env, argv)]
 
 
+def _raw_app(env: Env) -> Any:
+    """``bench.raw_app`` with its broker pointed at ``env``'s vhost (each Env is a new vhost)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    os.environ["BENCH_AMQP"] = env.amqp
+    raw_app = importlib.import_module("bench.raw_app")
+    broker = raw_app.broker
+    broker.close()
+    broker.state.__dict__.clear()  # the thread-local connection and channel of the old vhost
+    broker.parameters = pika.URLParameters(env.amqp)
+    broker.queues_pending = set(broker.queues)  # declare them again in the new vhost
+    return raw_app
+
+
 def _done_reports(env: Env, n: int, timeout: float) -> list[tuple[float, float]]:
     """Consume ``n`` reports from raw Dramatiq's bench.done queue: (started, finished)."""
     conn = pika.BlockingConnection(pika.URLParameters(env.amqp))
@@ -160,11 +175,7 @@ def run_raw_pipeline(
 ) -> dict[str, Any]:
     procs = _workers(env, "raw", processes)
     try:
-        sys.path.insert(0, str(ROOT))
-        os.environ["BENCH_AMQP"] = env.amqp
-        import importlib
-
-        raw_app = importlib.import_module("bench.raw_app")
+        raw_app = _raw_app(env)
         raw_app.pipeline_for(-1).run()  # warm-up, also declares the queues
         _done_reports(env, 1, 60)
         t0 = time.time()
@@ -280,12 +291,9 @@ def scenario_fanout(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with Env() as env:
         procs = _workers(env, "raw", 1)
         try:
-            os.environ["BENCH_AMQP"] = env.amqp
-            import importlib
-
             import dramatiq
 
-            raw_app = importlib.import_module("bench.raw_app")
+            raw_app = _raw_app(env)
             raw_app.pipeline_for(-1).run()
             _done_reports(env, 1, 60)
             started = time.time()

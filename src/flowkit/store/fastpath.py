@@ -17,16 +17,76 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..status import StepStatus
-from .gates import run_is_live
+from .gates import LIVE_RUN
 from .rows import NewStep
-from .schema import JSONType, steps
+from .schema import JSONType, Timestamp, runs, steps
 
 _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
 # A message may arrive this early for its step's due time (clock skew, jitter).
 _EARLY = timedelta(milliseconds=500)
 
+# The two statements are built once, with bound parameters: building a Core
+# statement and its cache key per call cost more CPU than the round trip.
+# Statuses are internal constants, inlined so no list is expanded per call.
 
-def claim_statement(
+
+def _const(value: str) -> Any:
+    return sa.literal_column(f"'{value}'")
+
+
+def _live_run(now: Any) -> Any:
+    """``EXISTS``: the step's run is not finished nor past its deadline (as of ``now``)."""
+    return sa.exists().where(
+        runs.c.id == steps.c.run_id,
+        sa.or_(*(runs.c.status == _const(v) for v in LIVE_RUN)),
+        sa.or_(runs.c.deadline_at.is_(None), runs.c.deadline_at > now),
+    )
+
+
+def _now() -> Any:
+    return sa.bindparam("now", type_=Timestamp)
+
+
+_CLAIM = (
+    steps.update()
+    .where(
+        steps.c.id == sa.bindparam("sid", type_=sa.String),
+        _live_run(_now()),
+        # The row decides when a timer is due; an early message is re-sent.
+        sa.or_(
+            steps.c.scheduled_at.is_(None),
+            steps.c.scheduled_at <= sa.bindparam("early", type_=Timestamp),
+        ),
+        sa.or_(
+            steps.c.status == _const(StepStatus.QUEUED.value),
+            sa.and_(
+                steps.c.status == _const(StepStatus.RUNNING.value),
+                steps.c.claimed_by == sa.bindparam("mid", type_=sa.String),
+                sa.bindparam("redelivered", type_=sa.Boolean),
+            ),
+        ),
+    )
+    .values(
+        status=_const(StepStatus.RUNNING.value),
+        attempts=steps.c.attempts + sa.literal_column("1"),
+        claimed_by=sa.bindparam("mid", type_=sa.String),
+        started_at=_now(),
+        lease_until=sa.bindparam("lease", type_=Timestamp),
+        limit_key=sa.bindparam("lkey", type_=sa.String),
+    )
+    .returning(
+        steps.c.run_id,
+        steps.c.name,
+        steps.c.attempts,
+        steps.c.input,
+        steps.c.item,
+        steps.c.usage,
+    )
+)
+
+
+def claim(
+    conn: Connection,
     step_id: str,
     message_id: str,
     *,
@@ -35,40 +95,68 @@ def claim_statement(
     now: datetime,
     limit_key: str | None = None,
 ) -> Any:
-    """The guarded claim: ``UPDATE … RETURNING`` the step if this message may run it."""
-    return (
-        steps.update()
-        .where(
-            steps.c.id == step_id,
-            run_is_live(now),
-            # The row decides when a timer is due; an early message is re-sent.
-            sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= now + _EARLY),
-            sa.or_(
-                steps.c.status == StepStatus.QUEUED.value,
-                sa.and_(
-                    steps.c.status == StepStatus.RUNNING.value,
-                    steps.c.claimed_by == message_id,
-                    sa.true() if redelivered else sa.false(),
-                ),
-            ),
-        )
-        .values(
-            status=StepStatus.RUNNING.value,
-            attempts=steps.c.attempts + 1,
-            claimed_by=message_id,
-            started_at=now,
-            lease_until=now + timedelta(milliseconds=lease_ms),
-            limit_key=limit_key,
-        )
-        .returning(
-            steps.c.run_id,
-            steps.c.name,
-            steps.c.attempts,
-            steps.c.input,
-            steps.c.item,
-            steps.c.usage,
-        )
+    """The guarded claim, ``UPDATE … RETURNING``: the step's row if this message may run it."""
+    params = {
+        "sid": step_id,
+        "mid": message_id,
+        "now": now,
+        "early": now + _EARLY,
+        "redelivered": redelivered,
+        "lease": now + timedelta(milliseconds=lease_ms),
+        "lkey": limit_key,
+    }
+    return conn.execute(_CLAIM, params).first()
+
+
+_DONE = (
+    steps.update()
+    .where(
+        steps.c.id == sa.bindparam("sid", type_=sa.String),
+        sa.or_(*(steps.c.status == _const(v) for v in _LIVE_STEP)),
+        _live_run(_now()),
     )
+    .values(
+        status=_const(StepStatus.SUCCEEDED.value),
+        output=sa.bindparam("output", type_=JSONType),
+        error=sa.null(),
+        claimed_by=sa.bindparam("mid", type_=sa.String),
+        finished_at=_now(),
+        lease_until=sa.null(),
+        usage=sa.bindparam("usage", type_=JSONType),
+    )
+    .returning(steps.c.id)
+    .cte("done")
+)
+_COMPLETE = (
+    steps.insert()
+    .from_select(
+        [
+            "id",
+            "run_id",
+            "name",
+            "item",
+            "status",
+            "queue",
+            "attempts",
+            "input",
+            "created_at",
+            "scheduled_at",
+        ],
+        sa.select(
+            sa.bindparam("nid", type_=sa.String),
+            sa.bindparam("rid", type_=sa.String),
+            sa.bindparam("nname", type_=sa.String),
+            sa.bindparam("nitem", type_=sa.Integer),
+            _const(StepStatus.QUEUED.value),
+            sa.bindparam("nqueue", type_=sa.String),
+            sa.literal_column("0"),
+            sa.bindparam("ninput", type_=JSONType),
+            _now(),
+            sa.bindparam("nsched", type_=Timestamp),
+        ).select_from(_DONE),
+    )
+    .returning(steps.c.id)
+)
 
 
 def complete_with_successor(
@@ -83,50 +171,18 @@ def complete_with_successor(
     now: datetime,
 ) -> bool:
     """Record the output and insert the successor in one statement; False if not ours."""
-    done = (
-        steps.update()
-        .where(steps.c.id == step_id, steps.c.status.in_(_LIVE_STEP), run_is_live(now))
-        .values(
-            status=StepStatus.SUCCEEDED.value,
-            output=output,
-            error=None,
-            claimed_by=message_id,
-            finished_at=now,
-            lease_until=None,
-            usage=usage,
-        )
-        .returning(steps.c.id)
-        .cte("done")
-    )
-    values = sa.select(
-        sa.literal(successor.id, sa.String),
-        sa.literal(run_id, sa.String),
-        sa.literal(successor.name, sa.String),
-        sa.literal(successor.item, sa.Integer),
-        sa.literal(StepStatus.QUEUED.value, sa.String),
-        sa.literal(successor.queue, sa.String),
-        sa.literal(0, sa.Integer),
-        sa.literal(successor.input, JSONType),
-        sa.literal(now, sa.DateTime(timezone=True)),
-        sa.literal(successor.scheduled_at or now, sa.DateTime(timezone=True)),
-    ).select_from(done)
-    result = conn.execute(
-        steps.insert()
-        .from_select(
-            [
-                "id",
-                "run_id",
-                "name",
-                "item",
-                "status",
-                "queue",
-                "attempts",
-                "input",
-                "created_at",
-                "scheduled_at",
-            ],
-            values,
-        )
-        .returning(steps.c.id)
-    ).first()
-    return result is not None
+    params = {
+        "sid": step_id,
+        "mid": message_id,
+        "now": now,
+        "output": output,
+        "usage": usage,
+        "nid": successor.id,
+        "rid": run_id,
+        "nname": successor.name,
+        "nitem": successor.item,
+        "nqueue": successor.queue,
+        "ninput": successor.input,
+        "nsched": successor.scheduled_at or now,
+    }
+    return conn.execute(_COMPLETE, params).first() is not None

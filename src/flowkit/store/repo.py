@@ -236,15 +236,14 @@ class Store:
             now = utcnow()
             try:
                 with self._claims.connect() as conn:
-                    row = conn.execute(
-                        fastpath.claim_statement(
-                            step_id,
-                            message_id,
-                            lease_ms=lease_ms,
-                            redelivered=redelivered,
-                            now=now,
-                        )
-                    ).first()
+                    row = fastpath.claim(
+                        conn,
+                        step_id,
+                        message_id,
+                        lease_ms=lease_ms,
+                        redelivered=redelivered,
+                        now=now,
+                    )
             except (OperationalError, InterfaceError) as exc:
                 raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
             if row is None:
@@ -265,7 +264,8 @@ class Store:
                         .values(scheduled_at=now + timedelta(milliseconds=delayed.ms))
                     )
                     return delayed
-            stmt = fastpath.claim_statement(
+            row = fastpath.claim(
+                conn,
                 step_id,
                 message_id,
                 lease_ms=lease_ms,
@@ -273,7 +273,6 @@ class Store:
                 now=now,
                 limit_key=limits.key if limits is not None else None,
             )
-            row = conn.execute(stmt).first()
             if row is None:
                 return None
             if starts_run:
