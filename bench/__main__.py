@@ -341,7 +341,7 @@ def scenario_store(args: argparse.Namespace, results: dict[str, Any]) -> None:
             c.execute(
                 "INSERT INTO flowkit_runs (id, flow, key, status, input, created_at, finished_at) "
                 "SELECT lpad(to_hex(g), 32, '0'), 'bench6', NULL, "
-                "CASE WHEN g % 100 = 0 THEN 'failed' ELSE 'succeeded' END, '1'::jsonb, "
+                "CASE WHEN g %% 100 = 0 THEN 'failed' ELSE 'succeeded' END, '1'::jsonb, "
                 "now() - (g || ' seconds')::interval, now() FROM generate_series(1, %s) g",
                 (n,),
             )
@@ -355,9 +355,32 @@ def scenario_store(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
         def timed(argv: list[str]) -> float:
             t = time.perf_counter()
-            subprocess.run([PY, "-m", "flowkit", *argv], env=e, check=True, capture_output=True)
+            subprocess.run(
+                [PY, "-m", "flowkit", *argv], env=e, check=True, capture_output=True, cwd=ROOT
+            )
             return round((time.perf_counter() - t) * 1000, 1)
 
+        from flowkit.store import Store
+
+        store = Store(env.pg.replace("postgresql://", "postgresql+psycopg://"), pool_size=1)
+
+        def query_ms(fn: Callable[[], Any]) -> float:
+            fn()  # a warm connection, as a long-lived process has
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return round(sorted(times)[2] * 1000, 1)
+
+        queries = {
+            "runs_list_failed_ms": query_ms(lambda: store.list_runs(status="failed", limit=50)),
+            "runs_show_ms": query_ms(
+                lambda: (store.get_run("0" * 30 + "64"), store.get_steps("0" * 30 + "64"))
+            ),
+            "status_ms": query_ms(lambda: (store.count_runs(), store.oldest_live_run())),
+        }
+        store.dispose()
         startup = timed(["--version"])
         some_run = "0" * 30 + "64"
         results["store"] = {
@@ -365,8 +388,9 @@ def scenario_store(args: argparse.Namespace, results: dict[str, Any]) -> None:
             "cli_startup_ms": startup,
             "runs_list_failed_ms": timed(["runs", "list", "--status", "failed", "--limit", "50"]),
             "runs_show_ms": timed(["runs", "show", some_run]),
-            "status_ms": timed(["runs", "list", "--limit", "1"]),
+            "status_ms": timed(["status", "bench/fk_app.py:app", "--json"]),
             "note": "CLI wall times include the interpreter start (cli_startup_ms)",
+            "queries": queries,
         }
 
 
@@ -456,16 +480,79 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     }
+    failed = []
     for name in args.only.split(","):
         t = time.perf_counter()
-        SCENARIOS[name](args, results)
+        try:
+            SCENARIOS[name](args, results)
+        except Exception as exc:  # one broken scenario does not lose the others' figures
+            failed.append(name)
+            results[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"# {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+            continue
         print(f"# {name} done in {time.perf_counter() - t:.1f}s", flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    print(table(results))
     print(f"written to {path}")
-    return 0
+    return 1 if failed else 0
+
+
+def table(r: dict[str, Any]) -> str:
+    """The figures as a Markdown table (the docs' Performance page shows the same)."""
+    rows = ["| scenario | raw Dramatiq | flowkit | ratio |", "|---|---|---|---|"]
+    for shape in ("1p", "2p"):
+        for i, pair in enumerate(r.get(f"pipeline_{shape}", []), 1):
+            raw, fk = pair["raw"], pair["flowkit"]
+            rows.append(
+                f"| 6-stage pipeline, {shape[0]} process(es) x 8 threads, pair {i}: throughput "
+                f"| {raw['throughput']} items/s | {fk['throughput']} items/s "
+                f"| {pair['throughput_ratio']} |"
+            )
+            rows.append(
+                f"| same pair: p50 latency under load | {raw['p50_ms']} ms | {fk['p50_ms']} ms "
+                f"| {pair['p50_ratio']} |"
+            )
+    if "latency" in r:
+        raw, fk = r["latency"]["raw"], r["latency"]["flowkit"]
+        rows.append(
+            f"| single item latency p50 / p95 / p99 ({raw['items']} sequential) "
+            f"| {raw['p50_ms']} / {raw['p95_ms']} / {raw['p99_ms']} ms "
+            f"| {fk['p50_ms']} / {fk['p95_ms']} / {fk['p99_ms']} ms | {r['latency']['p50_ratio']} |"
+        )
+    if "fanout" in r:
+        f = r["fanout"]
+        rows.append(
+            f"| fan-out {f['children']} -> join | {f['raw_seconds']} s (group callback) "
+            f"| {f['flowkit_seconds']} s (durable join) | {f['ratio']} |"
+        )
+    if "store" in r:
+        st = r["store"]
+        rows.append(
+            f"| {st['runs']:,} runs, CLI wall time: runs list --status failed / runs show / "
+            f"status (interpreter start {st['cli_startup_ms']} ms included) | | "
+            f"{st['runs_list_failed_ms']} / {st['runs_show_ms']} / {st['status_ms']} ms | |"
+        )
+        q = st.get("queries")
+        if q:
+            rows.append(
+                f"| {st['runs']:,} runs, the same queries in a running process (median of 5) "
+                f"| | {q['runs_list_failed_ms']} / {q['runs_show_ms']} / {q['status_ms']} ms | |"
+            )
+    if "memory" in r:
+        m = r["memory"]
+        rows.append(
+            f"| worker RSS idle / after each 2,000 steps | | {m['idle_mb']} MB / "
+            f"{', '.join(str(x) for x in m['after_each_2000_steps_mb'])} MB | |"
+        )
+    if "embedded" in r:
+        e = r["embedded"]
+        rows.append(
+            f"| embedded (memory broker + SQLite): exception example | | "
+            f"{e['runs_per_s']} runs/s ({e['exceptions']} in {e['seconds']} s) | |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,15 @@ if TYPE_CHECKING:
 __all__ = ["check", "serve_health"]
 
 
-def check(app: App) -> dict[str, str | None]:
-    """``{"database": problem or None, "broker": problem or None}``."""
+def check(app: App, *, open_store: bool = True) -> dict[str, str | None]:
+    """``{"database": problem or None, "broker": problem or None}``.
+
+    ``open_store=False`` (``flowkit health``) only looks: a missing or older
+    schema is a problem, not something to create.
+    """
     problems: dict[str, str | None] = {"database": None, "broker": None}
     try:
-        import sqlalchemy as sa
-
-        with app.store.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        _check_database(app, open_store=open_store)
     except Exception as exc:
         problems["database"] = (
             f"{mask_url(app.settings.database_url)}: {type(exc).__name__}: {str(exc)[:200]}"
@@ -45,6 +46,30 @@ def check(app: App) -> dict[str, str | None]:
         except Exception as exc:
             problems["broker"] = f"{mask_url(app.settings.broker_url)}: {type(exc).__name__}"
     return problems
+
+
+def _check_database(app: App, *, open_store: bool) -> None:
+    """The database answers; with ``open_store=False`` nothing is created or migrated.
+
+    An App whose store is open (a worker) is asked through its pool; otherwise
+    a short-lived engine checks the schema, so ``flowkit health`` never creates one.
+    """
+    import sqlalchemy as sa
+
+    from .store.engine import create_engine
+    from .store.migrate import check_schema
+
+    if open_store or app._store is not None:
+        with app.store.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return
+    engine = create_engine(app.settings.database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        check_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def serve_health(app: App, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:

@@ -87,6 +87,21 @@ def test_health_cli_reports_an_unreachable_database(cli: Any) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_health_cli_checks_the_schema_without_creating_it(cli: Any, tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    env = {"FLOWKIT_DATABASE_URL": f"sqlite:///{db}", "FLOWKIT_BROKER_URL": "memory://"}
+    result = cli("health", FLOWS, env=env)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "no flowkit tables" in result.stdout
+    assert "Traceback" not in result.stderr
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # nothing was created in it
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+    assert cli("db", "upgrade", env=env).returncode == 0
+    assert cli("health", FLOWS, env=env).returncode == 0
+
+
 def test_status_on_the_embedded_default(cli: Any, tmp_path: Path) -> None:
     env = {
         "FLOWKIT_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",

@@ -55,7 +55,7 @@ def health(args: argparse.Namespace) -> int:
     from ..health import check
 
     app = _app(args)
-    problems = check(app)
+    problems = check(app, open_store=False)
     for part, problem in problems.items():
         print(f"{part:9} {'ok' if problem is None else 'FAILED: ' + problem}")
     if any(problems.values()):
@@ -109,14 +109,9 @@ def _snapshot(app: Any) -> dict[str, Any]:
         snap["queues"] = queue_depths(app.settings.broker_url, queues)
     try:
         runs = app.store.count_runs()
-        live = [
-            r
-            for s in ("pending", "running", "waiting")
-            for r in app.store.list_runs(status=s, limit=1_000)
-        ]
+        oldest = app.store.oldest_live_run()
     except StoreError:
         raise
-    oldest = min(live, key=lambda r: r.created_at, default=None)
     snap["runs"] = runs
     snap["oldest_live_run"] = (
         None

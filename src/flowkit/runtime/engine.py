@@ -469,7 +469,8 @@ class Engine:
                 _short(exc),
                 delay / 1000,
             )
-            raise dramatiq.Retry(f"{type(exc).__name__}", delay=delay) from exc
+            # The row holds the due time; a longer wait hops (see MAX_HOP_MS).
+            raise dramatiq.Retry(f"{type(exc).__name__}", delay=min(delay, MAX_HOP_MS)) from exc
         self._final_failure(flow, stage, step_id, claim, exc, message_id, usage)
         raise StepFailed(f"{type(exc).__name__}: {_short(exc)}") from exc
 
@@ -506,7 +507,14 @@ class Engine:
                 _short(exc),
             )
             if ready:
-                self.publish(flow.name, claim.run_id, None, [Outgoing.of(s) for s in ready])
+                current = CurrentMessage.get_current_message()
+                self.publish(
+                    flow.name,
+                    claim.run_id,
+                    current.kwargs.get("key") if current is not None else None,
+                    [Outgoing.of(s) for s in ready],
+                    priority=current.options.get("broker_priority") if current else None,
+                )
             return
         if self.store.fail(step_id, claim.run_id, error, usage=usage or None):
             log.error(

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..status import StepStatus
+from ..status import RunStatus, StepStatus
 from .gates import LIVE_RUN
 from .rows import NewStep
 from .schema import JSONType, Timestamp, runs, steps
@@ -186,3 +186,118 @@ def complete_with_successor(
         "nsched": successor.scheduled_at or now,
     }
     return conn.execute(_COMPLETE, params).first() is not None
+
+
+# -- the first step claims and starts its run, in one statement ----------------
+_CLAIMED = _CLAIM.cte("claimed")
+_STARTED = (
+    runs.update()
+    .where(
+        runs.c.id == sa.select(_CLAIMED.c.run_id).scalar_subquery(),
+        runs.c.status == _const(RunStatus.PENDING.value),
+    )
+    .values(status=_const(RunStatus.RUNNING.value), started_at=_now())
+    .returning(runs.c.id)
+    .cte("started")
+)
+# PostgreSQL runs a data-modifying CTE to completion even if nothing reads it.
+_CLAIM_START = sa.select(_CLAIMED).add_cte(_STARTED)
+
+
+def claim_and_start(
+    conn: Connection,
+    step_id: str,
+    message_id: str,
+    *,
+    lease_ms: int,
+    redelivered: bool,
+    now: datetime,
+) -> Any:
+    """:func:`claim` for an entry step, also moving its run from pending to running."""
+    return conn.execute(
+        _CLAIM_START,
+        {
+            "sid": step_id,
+            "mid": message_id,
+            "now": now,
+            "early": now + _EARLY,
+            "redelivered": redelivered,
+            "lease": now + timedelta(milliseconds=lease_ms),
+            "lkey": None,
+        },
+    ).first()
+
+
+# -- the single sink completes and ends its run, in one statement --------------
+_SINK_DONE = (
+    steps.update()
+    .where(
+        steps.c.id == sa.bindparam("sid", type_=sa.String),
+        sa.or_(*(steps.c.status == _const(v) for v in _LIVE_STEP)),
+        _live_run(_now()),
+    )
+    .values(
+        status=_const(StepStatus.SUCCEEDED.value),
+        output=sa.bindparam("output", type_=JSONType),
+        error=sa.null(),
+        claimed_by=sa.bindparam("mid", type_=sa.String),
+        finished_at=_now(),
+        lease_until=sa.null(),
+        usage=sa.bindparam("usage", type_=JSONType),
+    )
+    .returning(steps.c.run_id)
+    .cte("done")
+)
+_RUN_ENDED = (
+    runs.update()
+    .where(
+        runs.c.id == sa.select(_SINK_DONE.c.run_id).scalar_subquery(),
+        sa.or_(*(runs.c.status == _const(v) for v in LIVE_RUN)),
+        # Every CTE sees the same snapshot, where this step is still live.
+        ~sa.exists().where(
+            steps.c.run_id == runs.c.id,
+            sa.or_(*(steps.c.status == _const(v) for v in _LIVE_STEP)),
+            steps.c.id != sa.bindparam("sid", type_=sa.String),
+        ),
+    )
+    .values(
+        status=_const(RunStatus.SUCCEEDED.value),
+        output=sa.bindparam("output", type_=JSONType),
+        error=sa.bindparam("noerror", type_=JSONType),
+        finished_at=_now(),
+    )
+    .returning(runs.c.id)
+    .cte("ended")
+)
+_COMPLETE_END = sa.select(
+    sa.select(sa.func.count()).select_from(_SINK_DONE).scalar_subquery(),
+    sa.select(sa.func.count()).select_from(_RUN_ENDED).scalar_subquery(),
+)
+
+
+def complete_and_end(
+    conn: Connection,
+    *,
+    step_id: str,
+    message_id: str,
+    output: Any,
+    usage: Any,
+    now: datetime,
+) -> tuple[bool, bool]:
+    """Record the only sink's output and end its run with it: ``(recorded, ended)``.
+
+    ``ended`` is False if another step of the run is still live (the caller
+    then decides under the run's lock, as the general path does).
+    """
+    row = conn.execute(
+        _COMPLETE_END,
+        {
+            "sid": step_id,
+            "mid": message_id,
+            "now": now,
+            "output": output,
+            "usage": usage,
+            "noerror": None,
+        },
+    ).one()
+    return bool(row[0]), bool(row[1])

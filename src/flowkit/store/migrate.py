@@ -6,18 +6,18 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from ..config import mask_url
 from ..errors import SchemaVersionError, StoreError
 from .schema import SCHEMA_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["check_schema", "current_revision", "ensure_schema", "upgrade"]
 
@@ -45,6 +45,8 @@ def _unavailable(fn: F) -> F:
 
 
 def _config(conn: Connection) -> Config:
+    from alembic.config import Config  # Alembic loads only when the schema changes
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_SCRIPTS))
     cfg.attributes["connection"] = conn
@@ -53,13 +55,23 @@ def _config(conn: Connection) -> Config:
 
 @_unavailable
 def current_revision(engine: Engine) -> str | None:
-    """The revision recorded in the database, or ``None`` for an empty database."""
+    """The revision recorded in the database, or ``None`` for an empty database.
+
+    Read with one query (Alembic's own reader costs an import of Alembic,
+    which most commands never need).
+    """
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLE})
-        return ctx.get_current_revision()
+        if not sa.inspect(conn).has_table(_VERSION_TABLE):
+            return None
+        rows = conn.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).all()
+    if len(rows) > 1:
+        raise SchemaVersionError(f"the database records several schema revisions: {rows}")
+    return str(rows[0][0]) if rows else None
 
 
 def _known(rev: str) -> bool:
+    from alembic.script import ScriptDirectory
+
     scripts = ScriptDirectory(str(_SCRIPTS))
     return any(s.revision == rev for s in scripts.walk_revisions())
 
@@ -80,6 +92,8 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        from alembic import command
+
         command.upgrade(_config(conn), "head")
     if before != SCHEMA_REVISION:
         log.debug("flowkit schema upgraded from %s to %s", before or "empty", SCHEMA_REVISION)

@@ -232,11 +232,12 @@ class Store:
         (its worker died: the broker marks it ``redelivered``). Anything else is a
         duplicate, including a second copy of the same message published twice.
         """
-        if self._fast and limits is None and not starts_run:
+        if self._fast and limits is None:
             now = utcnow()
+            run = fastpath.claim_and_start if starts_run else fastpath.claim
             try:
                 with self._claims.connect() as conn:
-                    row = fastpath.claim(
+                    row = run(
                         conn,
                         step_id,
                         message_id,
@@ -334,6 +335,35 @@ class Store:
         """
         now = utcnow()
         simple = not (gates or end or skipped or failed) and stop is _NO_STOP
+        sink = (
+            end is not None
+            and len(end.sinks) == 1
+            and not end.sinks[0].each
+            and not (gates or inserts or skipped or failed)
+            and stop is _NO_STOP
+        )
+        if self._fast and sink and end is not None:
+            # The run's only sink: record it and end the run in one statement.
+            try:
+                with self._autocommit.connect() as conn:
+                    recorded, ended = fastpath.complete_and_end(
+                        conn,
+                        step_id=step_id,
+                        message_id=message_id,
+                        output=output,
+                        usage=usage,
+                        now=now,
+                    )
+            except (OperationalError, InterfaceError) as exc:
+                raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
+            if recorded:
+                if not ended:
+                    with self._tx() as conn:
+                        _maybe_end(conn, run_id, end, now)
+                return []
+            with self._tx() as conn:
+                _cancel_if_run_over(conn, step_id, now)
+            return None
         if self._fast and simple and len(inserts) == 1:
             try:
                 with self._autocommit.connect() as conn:
@@ -608,6 +638,24 @@ class Store:
         with self._tx() as conn:
             rows = conn.execute(stmt).all()
         return [_run_info(r) for r in rows]
+
+    def oldest_live_run(self) -> RunInfo | None:
+        """The live (pending, running, waiting) run created first, if any.
+
+        One ordered query per live status on its (status, created_at) index.
+        """
+        oldest: list[RunInfo] = []
+        with self._tx() as conn:
+            for status in _LIVE_RUN:
+                row = conn.execute(
+                    sa.select(runs)
+                    .where(runs.c.status == status)
+                    .order_by(runs.c.created_at.asc(), runs.c.id.asc())
+                    .limit(1)
+                ).first()
+                if row is not None:
+                    oldest.append(_run_info(row))
+        return min(oldest, key=lambda r: r.created_at, default=None)
 
     def count_runs(self, *, flow: str | None = None) -> dict[str, int]:
         stmt = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
