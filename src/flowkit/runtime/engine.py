@@ -48,6 +48,7 @@ from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
 from ..store import Claim, ClaimLimits, Delayed, NewStep, Store
 from ..store.repo import utcnow
+from .batch import BATCH_MIN, publish_many
 from .faults import fault
 from .plan import Plan, gate, initial_rows, plan_completion, plan_settled_failure
 from .timeouts import time_limit
@@ -231,23 +232,32 @@ class Engine:
         so a process that does not import the flows (``flowkit recover``) can
         publish them too.
         """
-        for s in new:
-            message: dramatiq.Message[Any] = dramatiq.Message(
-                queue_name=s.queue,
-                actor_name=f"{flow}.{s.name}",
-                args=(),
-                kwargs={"step_id": s.step_id, "run_id": run_id, "key": key},
-                # A run's RabbitMQ priority travels with each of its messages.
-                options={} if priority is None else {"broker_priority": priority},
+        batch: list[tuple[dramatiq.Message[Any], int | None]] = [
+            (
+                dramatiq.Message(
+                    queue_name=s.queue,
+                    actor_name=f"{flow}.{s.name}",
+                    args=(),
+                    kwargs={"step_id": s.step_id, "run_id": run_id, "key": key},
+                    # A run's RabbitMQ priority travels with each of its messages.
+                    options={} if priority is None else {"broker_priority": priority},
+                ),
+                None if not s.delay_ms else min(s.delay_ms, MAX_HOP_MS),
             )
-            try:
-                hop = None if not s.delay_ms else min(s.delay_ms, MAX_HOP_MS)
-                self.broker.enqueue(message, delay=hop)
-            except (dramatiq.errors.BrokerError, OSError) as exc:
-                raise BrokerError(
-                    f"run {run_id} is recorded but its step {s.name!r} could not be "
-                    f"published ({type(exc).__name__}); the recovery sweep will publish it"
-                ) from exc
+            for s in new
+        ]
+        try:
+            if len(batch) >= BATCH_MIN:
+                publish_many(self.broker, batch)  # a fan-out: one round trip
+            else:
+                for message, hop in batch:
+                    self.broker.enqueue(message, delay=hop)
+        except (dramatiq.errors.BrokerError, OSError) as exc:
+            names = sorted({s.name for s in new})
+            raise BrokerError(
+                f"run {run_id} is recorded but its step(s) {', '.join(names)} could not be "
+                f"published ({type(exc).__name__}); the recovery sweep will publish them"
+            ) from exc
 
     # -- a worker thread -------------------------------------------------------
     def execute(
