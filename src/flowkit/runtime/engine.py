@@ -48,7 +48,7 @@ from ..stage import Stage, Stop
 from ..store import NO_STOP as _NO_STOP
 from ..store import Claim, ClaimLimits, Delayed, NewStep, Store
 from ..store.repo import utcnow
-from .batch import BATCH_MIN, publish_many
+from .batch import publish_many
 from .faults import fault
 from .plan import Plan, gate, initial_rows, plan_completion, plan_settled_failure
 from .timeouts import time_limit
@@ -247,11 +247,7 @@ class Engine:
             for s in new
         ]
         try:
-            if len(batch) >= BATCH_MIN:
-                publish_many(self.broker, batch)  # a fan-out: one round trip
-            else:
-                for message, hop in batch:
-                    self.broker.enqueue(message, delay=hop)
+            publish_many(self.broker, batch)  # a fan-out's items: one round trip
         except (dramatiq.errors.BrokerError, OSError) as exc:
             names = sorted({s.name for s in new})
             raise BrokerError(

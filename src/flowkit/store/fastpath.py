@@ -1,11 +1,12 @@
-"""PostgreSQL's one-round-trip versions of the two statements every step pays for.
+"""One-round-trip versions of the statements every step pays for.
 
-On PostgreSQL a step's claim is a single autocommitted ``UPDATE … RETURNING``,
-and its completion with one successor a single statement whose CTE records the
-output and inserts the successor only if that UPDATE matched: the same guarded
-transitions as :mod:`.repo`, atomic as one statement, without ``BEGIN`` and
-``COMMIT`` round trips. Everything else (joins, run ends, limits, SQLite) takes
-the general path.
+A step's claim is a single ``UPDATE … RETURNING`` (on PostgreSQL autocommitted,
+and for an entry step also starting its run). On PostgreSQL a completion with
+one successor is a single statement whose CTE records the output and inserts
+the successor only if that UPDATE matched, and the run's only sink records its
+output and ends the run the same way: the guarded transitions of :mod:`.repo`,
+atomic as one statement, without ``BEGIN`` and ``COMMIT`` round trips.
+Everything else (joins, limits, SQLite's completions) takes the general path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..status import RunStatus, StepStatus
-from .gates import LIVE_RUN
+from .gates import LIVE_RUN, run_is_live, status_in
 from .rows import NewStep
 from .schema import JSONType, Timestamp, runs, steps
 
@@ -25,33 +26,32 @@ _LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value)
 # A message may arrive this early for its step's due time (clock skew, jitter).
 _EARLY = timedelta(milliseconds=500)
 
-# The two statements are built once, with bound parameters: building a Core
+# The statements are built once, with bound parameters: building a Core
 # statement and its cache key per call cost more CPU than the round trip.
-# Statuses are internal constants, inlined so no list is expanded per call.
 
 
 def _const(value: str) -> Any:
     return sa.literal_column(f"'{value}'")
 
 
-def _live_run(now: Any) -> Any:
-    """``EXISTS``: the step's run is not finished nor past its deadline (as of ``now``)."""
-    return sa.exists().where(
-        runs.c.id == steps.c.run_id,
-        sa.or_(*(runs.c.status == _const(v) for v in LIVE_RUN)),
-        sa.or_(runs.c.deadline_at.is_(None), runs.c.deadline_at > now),
-    )
-
-
 def _now() -> Any:
     return sa.bindparam("now", type_=Timestamp)
 
 
+def _sid() -> Any:
+    return sa.bindparam("sid", type_=sa.String)
+
+
+def _mid() -> Any:
+    return sa.bindparam("mid", type_=sa.String)
+
+
+# -- the claim, and for an entry step the claim that also starts its run ---------
 _CLAIM = (
     steps.update()
     .where(
-        steps.c.id == sa.bindparam("sid", type_=sa.String),
-        _live_run(_now()),
+        steps.c.id == _sid(),
+        run_is_live(_now()),
         # The row decides when a timer is due; an early message is re-sent.
         sa.or_(
             steps.c.scheduled_at.is_(None),
@@ -61,7 +61,7 @@ _CLAIM = (
             steps.c.status == _const(StepStatus.QUEUED.value),
             sa.and_(
                 steps.c.status == _const(StepStatus.RUNNING.value),
-                steps.c.claimed_by == sa.bindparam("mid", type_=sa.String),
+                steps.c.claimed_by == _mid(),
                 sa.bindparam("redelivered", type_=sa.Boolean),
             ),
         ),
@@ -69,7 +69,7 @@ _CLAIM = (
     .values(
         status=_const(StepStatus.RUNNING.value),
         attempts=steps.c.attempts + sa.literal_column("1"),
-        claimed_by=sa.bindparam("mid", type_=sa.String),
+        claimed_by=_mid(),
         started_at=_now(),
         lease_until=sa.bindparam("lease", type_=Timestamp),
         limit_key=sa.bindparam("lkey", type_=sa.String),
@@ -83,6 +83,19 @@ _CLAIM = (
         steps.c.usage,
     )
 )
+_CLAIMED = _CLAIM.cte("claimed")
+_STARTED = (
+    runs.update()
+    .where(
+        runs.c.id == sa.select(_CLAIMED.c.run_id).scalar_subquery(),
+        runs.c.status == _const(RunStatus.PENDING.value),
+    )
+    .values(status=_const(RunStatus.RUNNING.value), started_at=_now())
+    .returning(runs.c.id)
+    .cte("started")
+)
+# PostgreSQL runs a data-modifying CTE to completion even if nothing reads it.
+_CLAIM_START = sa.select(_CLAIMED).add_cte(_STARTED)
 
 
 def claim(
@@ -94,37 +107,41 @@ def claim(
     redelivered: bool,
     now: datetime,
     limit_key: str | None = None,
+    starts_run: bool = False,
 ) -> Any:
-    """The guarded claim, ``UPDATE … RETURNING``: the step's row if this message may run it."""
-    params = {
-        "sid": step_id,
-        "mid": message_id,
-        "now": now,
-        "early": now + _EARLY,
-        "redelivered": redelivered,
-        "lease": now + timedelta(milliseconds=lease_ms),
-        "lkey": limit_key,
-    }
-    return conn.execute(_CLAIM, params).first()
+    """The guarded claim, ``UPDATE … RETURNING``: the step's row if this message may run it.
+
+    ``starts_run`` (PostgreSQL only: a data-modifying CTE) also moves the run
+    from pending to running in the same statement.
+    """
+    return conn.execute(
+        _CLAIM_START if starts_run else _CLAIM,
+        {
+            "sid": step_id,
+            "mid": message_id,
+            "now": now,
+            "early": now + _EARLY,
+            "redelivered": redelivered,
+            "lease": now + timedelta(milliseconds=lease_ms),
+            "lkey": limit_key,
+        },
+    ).first()
 
 
+# -- a completion: with its one successor, or as the run's only sink -------------
 _DONE = (
     steps.update()
-    .where(
-        steps.c.id == sa.bindparam("sid", type_=sa.String),
-        sa.or_(*(steps.c.status == _const(v) for v in _LIVE_STEP)),
-        _live_run(_now()),
-    )
+    .where(steps.c.id == _sid(), status_in(steps.c.status, _LIVE_STEP), run_is_live(_now()))
     .values(
         status=_const(StepStatus.SUCCEEDED.value),
         output=sa.bindparam("output", type_=JSONType),
         error=sa.null(),
-        claimed_by=sa.bindparam("mid", type_=sa.String),
+        claimed_by=_mid(),
         finished_at=_now(),
         lease_until=sa.null(),
         usage=sa.bindparam("usage", type_=JSONType),
     )
-    .returning(steps.c.id)
+    .returning(steps.c.run_id)
     .cte("done")
 )
 _COMPLETE = (
@@ -157,6 +174,31 @@ _COMPLETE = (
     )
     .returning(steps.c.id)
 )
+_RUN_ENDED = (
+    runs.update()
+    .where(
+        runs.c.id == sa.select(_DONE.c.run_id).scalar_subquery(),
+        status_in(runs.c.status, LIVE_RUN),
+        # Every CTE sees the same snapshot, where this step is still live.
+        ~sa.exists().where(
+            steps.c.run_id == runs.c.id,
+            status_in(steps.c.status, _LIVE_STEP),
+            steps.c.id != _sid(),
+        ),
+    )
+    .values(
+        status=_const(RunStatus.SUCCEEDED.value),
+        output=sa.bindparam("output", type_=JSONType),
+        error=sa.bindparam("noerror", type_=JSONType),
+        finished_at=_now(),
+    )
+    .returning(runs.c.id)
+    .cte("ended")
+)
+_COMPLETE_END = sa.select(
+    sa.select(sa.func.count()).select_from(_DONE).scalar_subquery(),
+    sa.select(sa.func.count()).select_from(_RUN_ENDED).scalar_subquery(),
+)
 
 
 def complete_with_successor(
@@ -186,93 +228,6 @@ def complete_with_successor(
         "nsched": successor.scheduled_at or now,
     }
     return conn.execute(_COMPLETE, params).first() is not None
-
-
-# -- the first step claims and starts its run, in one statement ----------------
-_CLAIMED = _CLAIM.cte("claimed")
-_STARTED = (
-    runs.update()
-    .where(
-        runs.c.id == sa.select(_CLAIMED.c.run_id).scalar_subquery(),
-        runs.c.status == _const(RunStatus.PENDING.value),
-    )
-    .values(status=_const(RunStatus.RUNNING.value), started_at=_now())
-    .returning(runs.c.id)
-    .cte("started")
-)
-# PostgreSQL runs a data-modifying CTE to completion even if nothing reads it.
-_CLAIM_START = sa.select(_CLAIMED).add_cte(_STARTED)
-
-
-def claim_and_start(
-    conn: Connection,
-    step_id: str,
-    message_id: str,
-    *,
-    lease_ms: int,
-    redelivered: bool,
-    now: datetime,
-) -> Any:
-    """:func:`claim` for an entry step, also moving its run from pending to running."""
-    return conn.execute(
-        _CLAIM_START,
-        {
-            "sid": step_id,
-            "mid": message_id,
-            "now": now,
-            "early": now + _EARLY,
-            "redelivered": redelivered,
-            "lease": now + timedelta(milliseconds=lease_ms),
-            "lkey": None,
-        },
-    ).first()
-
-
-# -- the single sink completes and ends its run, in one statement --------------
-_SINK_DONE = (
-    steps.update()
-    .where(
-        steps.c.id == sa.bindparam("sid", type_=sa.String),
-        sa.or_(*(steps.c.status == _const(v) for v in _LIVE_STEP)),
-        _live_run(_now()),
-    )
-    .values(
-        status=_const(StepStatus.SUCCEEDED.value),
-        output=sa.bindparam("output", type_=JSONType),
-        error=sa.null(),
-        claimed_by=sa.bindparam("mid", type_=sa.String),
-        finished_at=_now(),
-        lease_until=sa.null(),
-        usage=sa.bindparam("usage", type_=JSONType),
-    )
-    .returning(steps.c.run_id)
-    .cte("done")
-)
-_RUN_ENDED = (
-    runs.update()
-    .where(
-        runs.c.id == sa.select(_SINK_DONE.c.run_id).scalar_subquery(),
-        sa.or_(*(runs.c.status == _const(v) for v in LIVE_RUN)),
-        # Every CTE sees the same snapshot, where this step is still live.
-        ~sa.exists().where(
-            steps.c.run_id == runs.c.id,
-            sa.or_(*(steps.c.status == _const(v) for v in _LIVE_STEP)),
-            steps.c.id != sa.bindparam("sid", type_=sa.String),
-        ),
-    )
-    .values(
-        status=_const(RunStatus.SUCCEEDED.value),
-        output=sa.bindparam("output", type_=JSONType),
-        error=sa.bindparam("noerror", type_=JSONType),
-        finished_at=_now(),
-    )
-    .returning(runs.c.id)
-    .cte("ended")
-)
-_COMPLETE_END = sa.select(
-    sa.select(sa.func.count()).select_from(_SINK_DONE).scalar_subquery(),
-    sa.select(sa.func.count()).select_from(_RUN_ENDED).scalar_subquery(),
-)
 
 
 def complete_and_end(

@@ -25,11 +25,16 @@ LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.
 _LIVE_RUN = LIVE_RUN
 
 
-def run_is_live(now: datetime) -> sa.ColumnElement[bool]:
-    """``EXISTS`` clause: the step's run is not finished nor past its deadline."""
+def status_in(column: Any, values: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """``column`` is one of ``values`` (internal constants), inlined: no list to expand per call."""
+    return sa.or_(*(column == sa.literal_column(f"'{v}'") for v in values))
+
+
+def run_is_live(now: Any) -> sa.ColumnElement[bool]:
+    """``EXISTS`` clause: the step's run is not finished nor past ``now`` (a value or a bind)."""
     return sa.exists().where(
         runs.c.id == steps.c.run_id,
-        runs.c.status.in_(_LIVE_RUN),
+        status_in(runs.c.status, _LIVE_RUN),
         sa.or_(runs.c.deadline_at.is_(None), runs.c.deadline_at > now),
     )
 

@@ -234,16 +234,16 @@ class Store:
         """
         if self._fast and limits is None:
             now = utcnow()
-            run = fastpath.claim_and_start if starts_run else fastpath.claim
             try:
                 with self._claims.connect() as conn:
-                    row = run(
+                    row = fastpath.claim(
                         conn,
                         step_id,
                         message_id,
                         lease_ms=lease_ms,
                         redelivered=redelivered,
                         now=now,
+                        starts_run=starts_run,
                     )
             except (OperationalError, InterfaceError) as exc:
                 raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
