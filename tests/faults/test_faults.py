@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faultkit
@@ -31,6 +31,7 @@ import pytest
 from faultkit import TARGET, Checker, Submitter
 from helpers import (  # noqa: F401 - fixtures
     Workers,
+    bound_app,
     env_fixture,
     pid_alive,
     query,
@@ -54,14 +55,8 @@ def fk(pg_url: str, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Itera
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         for ddl in fault_flows.LEDGER_DDL:
             conn.execute(ddl)
-    app = fault_flows.app
-    app.configure(broker_url=rabbitmq_url, database_url=pg_url, embedded_worker=False)
-    try:
-        app.store  # noqa: B018 - the schema exists before any worker starts
-        app.broker.flush_all()
+    with bound_app(fault_flows.app, pg_url, rabbitmq_url):
         yield fault_flows
-    finally:
-        app.close()
 
 
 @pytest.fixture
@@ -70,9 +65,15 @@ def checker(pg_url: str, request: pytest.FixtureRequest) -> Checker:
 
 
 @pytest.fixture
-def submitters() -> Iterator[list[Submitter]]:
+def load() -> Iterator[Callable[..., Submitter]]:
+    """Start a :class:`Submitter`; a failing test never leaves one submitting."""
     made: list[Submitter] = []
-    yield made
+
+    def start(flow: Any, n: int, **kwargs: Any) -> Submitter:
+        made.append(Submitter(flow, n, **kwargs))
+        return made[-1]
+
+    yield start
     for s in made:
         s.halt.set()
         s.join(30)
@@ -104,13 +105,13 @@ def child_pids(w: Any) -> list[int]:
 
 # -- 1. SIGKILL under load ------------------------------------------------------
 def test_sigkill_worker_processes_under_load(
-    fk: Any, workers: Workers, pg_url: str, checker: Checker, submitters: list[Submitter]
+    fk: Any, workers: Workers, pg_url: str, checker: Checker, load: Callable[..., Submitter]
 ) -> None:
     n, threads, kills = 1000, 4, 3
     rng = random.Random()
     sup = workers.start(TARGET, "--processes", "2", threads=threads, name="sup")
     sup.wait_started(count=2)
-    submitters.append(Submitter(fk.ledger, n, work_ms=5))
+    sub = load(fk.ledger, n, work_ms=5)
     killed = []
     for k in range(kills):
         threshold = rng.randint(n * (2 * k + 1) // 8, n * (2 * k + 2) // 8)
@@ -121,7 +122,7 @@ def test_sigkill_worker_processes_under_load(
         os.kill(victim, signal.SIGKILL)
         killed.append(f"pid {victim} at {finished(pg_url)}/{n} ({signal_at} running)")
     last_kill = time.monotonic()
-    accepted = submitters[0].finish()
+    accepted = sub.finish()
     checker.settle(accepted, ("fk",), 180)
     rep = checker.report(
         "1. SIGKILL x3 under load",
@@ -206,12 +207,11 @@ def test_sigkill_a_submitter_between_commit_and_publish(
 
 # -- 3. RabbitMQ stopped for 20 s ------------------------------------------------
 def test_rabbitmq_stopped_for_20s_under_load(
-    fk: Any, workers: Workers, pg_url: str, checker: Checker, submitters: list[Submitter]
+    fk: Any, workers: Workers, pg_url: str, checker: Checker, load: Callable[..., Submitter]
 ) -> None:
     n, threads = 400, 4
     workers.start(TARGET, threads=threads).wait_started()
-    sub = Submitter(fk.ledger, n, work_ms=5, every=0.05)
-    submitters.append(sub)
+    sub = load(fk.ledger, n, work_ms=5, every=0.05)
     wait_until(lambda: finished(pg_url) >= 40, 60, interval=0.05)
     with faultkit.rabbitmq_stopped():
         threading.Event().wait(20)  # the outage itself lasts 20 s (the fault, not a sync)
@@ -231,13 +231,12 @@ def test_rabbitmq_stopped_for_20s_under_load(
 
 # -- 4. connections closed ------------------------------------------------------
 def test_rabbitmq_connections_closed_under_load_with_prefetch(
-    fk: Any, workers: Workers, pg_url: str, checker: Checker, submitters: list[Submitter]
+    fk: Any, workers: Workers, pg_url: str, checker: Checker, load: Callable[..., Submitter]
 ) -> None:
     n, threads, closes = 600, 4, 3  # Dramatiq prefetches 2 x threads per queue
     w = workers.start(TARGET, threads=threads)
     w.wait_started()
-    sub = Submitter(fk.ledger, n, work_ms=5)
-    submitters.append(sub)
+    sub = load(fk.ledger, n, work_ms=5)
     for k in range(closes):
         wait_until(lambda t=(k + 1) * n // 5: finished(pg_url) >= t, 120, interval=0.05)
         faultkit.close_all_rabbitmq_connections()
@@ -257,13 +256,12 @@ def test_rabbitmq_connections_closed_under_load_with_prefetch(
 
 # -- 5. PostgreSQL restarted / connections cut -----------------------------------
 def test_postgres_restarted_immediate_under_load(
-    fk: Any, workers: Workers, pg_url: str, checker: Checker, submitters: list[Submitter]
+    fk: Any, workers: Workers, pg_url: str, checker: Checker, load: Callable[..., Submitter]
 ) -> None:
     n, threads = 400, 4
     w = workers.start(TARGET, threads=threads)
     w.wait_started()
-    sub = Submitter(fk.ledger, n, work_ms=5, every=0.02)
-    submitters.append(sub)
+    sub = load(fk.ledger, n, work_ms=5, every=0.02)
     wait_until(lambda: finished(pg_url) >= n // 4, 120, interval=0.05)
     booted = scalar(pg_url, "SELECT pg_postmaster_start_time()")
     faultkit.postgres_restart_immediate()
@@ -288,7 +286,7 @@ def test_database_connections_terminated_after_commits(
     pg_url: str,
     rabbitmq_url: str,
     checker: Checker,
-    submitters: list[Submitter],
+    load: Callable[..., Submitter],
 ) -> None:
     n, threads, cuts = 400, 4, 10
     name = "flowkit-fault-worker"
@@ -296,8 +294,7 @@ def test_database_connections_terminated_after_commits(
         TARGET, "--database-url", f"{pg_url}?application_name={name}", threads=threads
     )
     w.wait_started()
-    sub = Submitter(fk.ledger, n, work_ms=5)
-    submitters.append(sub)
+    sub = load(fk.ledger, n, work_ms=5)
     wait_until(lambda: finished(pg_url) >= n // 5, 120, interval=0.05)
     terminated = 0
     for _ in range(cuts):  # each cut lands between some step's commit and what follows
@@ -354,13 +351,12 @@ def test_malformed_messages_are_dead_lettered(
     pg_url: str,
     rabbitmq_url: str,
     checker: Checker,
-    submitters: list[Submitter],
+    load: Callable[..., Submitter],
 ) -> None:
     n = 200
     w = workers.start(TARGET, threads=4)
     w.wait_started()
-    sub = Submitter(fk.ledger, n, work_ms=2)
-    submitters.append(sub)
+    sub = load(fk.ledger, n, work_ms=2)
     missing = _message()
     del missing["actor_name"]
     deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
@@ -454,15 +450,14 @@ def test_invalid_payloads_at_submit_and_in_the_worker(
 
 # -- 8. a poison step --------------------------------------------------------------
 def test_a_poison_step_is_quarantined(
-    fk: Any, workers: Workers, pg_url: str, checker: Checker, submitters: list[Submitter]
+    fk: Any, workers: Workers, pg_url: str, checker: Checker, load: Callable[..., Submitter]
 ) -> None:
     n, threads = 200, 4
     sup = workers.start(TARGET, "--processes", "2", threads=threads, name="sup")
     sup.wait_started(count=2)
     began = time.monotonic()
     poisoned = fk.crashing.submit({"crash": True}, key="poison").id
-    sub = Submitter(fk.ledger, n, work_ms=5)
-    submitters.append(sub)
+    sub = load(fk.ledger, n, work_ms=5)
     accepted = sub.finish()
     checker.settle({*accepted, poisoned}, ("fk", "fk-poison"), 150)
     rep = checker.report(

@@ -8,6 +8,7 @@ psycopg, and nothing waits on a fixed sleep: every wait is on a condition
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -372,7 +373,13 @@ def kill_app_fixture(
     # The ledger, if a stage runs in this process.
     monkeypatch.setenv("FLOWKIT_DATABASE_URL", pg_url)
     kill_flows.create_ledger(pg_url)
-    app = kill_flows.app
+    with bound_app(kill_flows.app, pg_url, rabbitmq_url) as app:
+        yield app
+
+
+@contextlib.contextmanager
+def bound_app(app: Any, pg_url: str, rabbitmq_url: str) -> Iterator[Any]:
+    """``app`` on this test's database and the session's vhost, schema made, queues purged."""
     app.configure(broker_url=rabbitmq_url, database_url=pg_url, embedded_worker=False)
     try:
         app.store  # noqa: B018 - the schema exists before any worker starts
