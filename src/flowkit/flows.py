@@ -1,21 +1,24 @@
 """Flows: the graphs of steps the runtime executes.
 
 A flow is a declaration. It knows its steps, their types and which steps
-follow which; it never touches the broker or the database itself. The
-runtime (:mod:`flowkit.runtime.plan`) reads its graph: the entry steps, each
-step's parents and children, which steps fan out (``each``) and which wait
-for several completions (joins).
+follow which; it never touches the broker or the database itself.
+:meth:`Flow.compile` checks it and freezes its graph into a
+:class:`~flowkit.graph.FlowGraph`, which the runtime (:mod:`flowkit.runtime.plan`)
+reads: the entry steps, each step's parents and children, which steps fan out
+(``each``) and which wait for several completions (joins).
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._types import is_assignable, parse_duration_ms, type_name
+from .cron import validate_cron
 from .errors import FlowDefinitionError
+from .graph import FlowGraph
+from .names import validate_flow_name
 from .stage import Stage
 
 if TYPE_CHECKING:
@@ -23,33 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = ["Flow", "Pipeline"]
 
-_FLOW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
-
-
-def validate_cron(expr: str, *, what: str) -> str:
-    """Check a five-field cron expression now, not at the first tick."""
-    from .scheduling import parse_cron
-
-    parse_cron(expr, what=what)
-    return expr
-
-
-def validate_flow_name(name: str, kind: str) -> str:
-    if not isinstance(name, str) or not _FLOW_NAME.match(name):
-        raise FlowDefinitionError(
-            f"{kind} name {name!r} is not valid: use letters, digits, '_', '.', '-'"
-        )
-    return name
-
 
 class Flow:
     """Base class of :class:`Pipeline` and :class:`~flowkit.Workflow`: a named graph of stages.
 
-    The graph is read through a few methods; subclasses fill :attr:`steps`,
-    ``_parents`` and ``_children`` (and ``_each`` for fan-out steps).
+    Subclasses declare the graph: they add each stage with its parents
+    (:meth:`_add`), check it (:meth:`_check`) and say which joins settle their
+    fan-out and which steps a stop skips; :meth:`compile` freezes it.
     """
 
     kind = "flow"
+    #: makes the default App of a flow used without one; :mod:`flowkit.app` sets it
+    #: (it imports this module, so this one never imports it back)
+    default_app: ClassVar[Callable[[Flow], App]]
 
     def __init__(
         self,
@@ -68,14 +57,17 @@ class Flow:
         #: the input each scheduled run starts with (default: the tick's time)
         self.schedule_input = schedule_input
         self.steps: dict[str, Stage[Any, Any]] = {}
-        self._parents: dict[str, list[str]] = {}
-        self._children: dict[str, list[str]] = {}
+        #: each step's parents, as declared
+        self._after: dict[str, list[str]] = {}
         self._each: set[str] = set()
+        self._graph: FlowGraph | None = None
         self._app: App | None = None
         #: event names that start this flow (``app.emit``); empty for pipelines
         self.events: tuple[str, ...] = ()
 
-    def _add(self, stage: Stage[Any, Any]) -> None:
+    def _add(
+        self, stage: Stage[Any, Any], parents: Sequence[str] = (), *, each: bool = False
+    ) -> None:
         if not isinstance(stage, Stage):
             raise FlowDefinitionError(
                 f"{self.kind} {self.name!r}: {stage!r} is not a stage; "
@@ -87,93 +79,75 @@ class Flow:
                 "give one a different name with name=..."
             )
         self.steps[stage.name] = stage
-        self._parents.setdefault(stage.name, [])
-        self._children.setdefault(stage.name, [])
+        self._after[stage.name] = list(parents)
+        if each:
+            self._each.add(stage.name)
+        self._graph = None
+
+    # -- what a subclass declares -----------------------------------------------
+    def _check(self) -> None:
+        """Raise :class:`~flowkit.FlowDefinitionError` if the declared graph is not a flow."""
+
+    def _settles(self, join: str, parent: str) -> bool:
+        """Whether ``join`` takes every item of its fanned-out ``parent``, failed or not."""
+        return False
+
+    def _skipped_by(self, step: str) -> list[str]:
+        """The steps never created when ``step`` stops the run early."""
+        return []
 
     # -- the graph the runtime reads ------------------------------------------
-    def _ensure_built(self) -> None:
-        """Validate the graph once it is complete (workflows add steps over time)."""
+    def compile(self) -> FlowGraph:
+        """Check the flow and freeze its graph; the same graph until a step is added.
 
-    @property
-    def entries(self) -> list[Stage[Any, Any]]:
-        """The steps that receive the run's input (no parents)."""
-        self._ensure_built()
-        return [s for n, s in self.steps.items() if not self._parents[n]]
+        Returns:
+            the :class:`~flowkit.graph.FlowGraph` the runtime reads.
 
+        Raises:
+            FlowDefinitionError: an invalid graph (a workflow's unknown parent, cycle
+                or edge type mismatch), naming the steps involved.
+
+        .. versionadded:: 0.2
+        """
+        graph = self._graph
+        if graph is None:
+            self._check()
+            after = self._after
+            graph = FlowGraph.build(
+                name=self.name,
+                kind=self.kind,
+                steps=self.steps,
+                parents=after,
+                each=self._each,
+                settled=[(c, p) for c, ps in after.items() for p in ps if self._settles(c, p)],
+                skipped={n: self._skipped_by(n) for n in self.steps},
+                timeout_ms=self.timeout_ms,
+                events=self.events,
+            )
+            self._graph = graph
+        return graph
+
+    # What users read of a flow's graph; the runtime reads compile() itself.
     @property
     def entry(self) -> Stage[Any, Any]:
         """The first entry step; its input type is the flow's input type."""
-        return self.entries[0]
-
-    def parents(self, step: str) -> list[str]:
-        self._ensure_built()
-        return list(self._parents[step])
-
-    def children(self, step: str) -> list[str]:
-        """Names of the steps that directly follow ``step``."""
-        self._ensure_built()
-        return list(self._children[step])
-
-    # Kept for the runtime's duplicate-delivery path.
-    successors = children
-
-    def is_each(self, step: str) -> bool:
-        """Whether ``step`` runs once per item of its parent's output list."""
-        return step in self._each
-
-    def is_join(self, step: str) -> bool:
-        """Whether ``step`` waits for several completions: a join, or a signal wait."""
-        parents = self._parents[step]
-        if self.steps[step].wait_for:
-            return True
-        return len(parents) > 1 or any(p in self._each for p in parents)
-
-    def gate_size(self, step: str) -> int:
-        """How many completions a waiting step counts: its parents, plus its signal."""
-        return len(self._parents[step]) + (1 if self.steps[step].wait_for else 0)
-
-    def waits_for(self, signal: str) -> list[str]:
-        """Steps that wait for the signal ``signal``."""
-        return [n for n, s in self.steps.items() if s.wait_for == signal]
-
-    def sinks(self) -> list[str]:
-        """Steps with no children: the run succeeds when all of them have."""
-        self._ensure_built()
-        return [n for n in self.steps if not self._children[n]]
-
-    def order(self) -> list[str]:
-        """Step names in declaration order (a topological order)."""
-        self._ensure_built()
-        return list(self.steps)
+        return self.compile().entry
 
     @property
     def output_type(self) -> Any:
         """The type of a finished run's result, the single sink's output type."""
-        sinks = self.sinks()
-        if len(sinks) == 1:
-            out = self.steps[sinks[0]].output_type
-            return list[out] if sinks[0] in self._each else out  # type: ignore[valid-type]
-        return dict[str, Any]
-
-    def settles(self, join: str, parent: str) -> bool:
-        """Whether ``join`` takes every item of ``parent``, failed or not (``Settled``)."""
-        return False
-
-    def remaining(self, step: str) -> list[str]:
-        """Steps never created because ``step`` stopped the run early (for the timeline)."""
-        return []
+        return self.compile().output_type
 
     def queues(self) -> set[str]:
-        return {s.queue for s in self.steps.values()}
+        """The names of the queues this flow's steps go to."""
+        return self.compile().queues()
 
     # -- binding ---------------------------------------------------------------
     @property
     def app(self) -> App:
         """The App this flow is bound to; a default App is made on first use."""
         if self._app is None:
-            from .app import App
-
-            App(self.name, flows=[self])
+            Flow.default_app(self)
         assert self._app is not None
         return self._app
 
@@ -183,7 +157,7 @@ class Flow:
                 f"{self.kind} {self.name!r} is already bound to App {self._app.name!r}; "
                 "a flow belongs to one App"
             )
-        self._ensure_built()
+        self.compile()
         self._app = app
 
     def submit(self, input: Any, *, key: str | None = None, priority: int | None = None) -> Run:
@@ -243,10 +217,9 @@ class Pipeline(Flow):
                     f"pipeline {name!r}: stage {left!r} returns {type_name(out_t)} but the next "
                     f"stage {right!r} takes {type_name(in_t)}"
                 )
-            self._children[left].append(right)
-            self._parents[right].append(left)
+            self._after[right] = [left]
 
-    def remaining(self, step: str) -> list[str]:
+    def _skipped_by(self, step: str) -> list[str]:
         """The stages after ``step``, which never run once it stopped the run early."""
         order = list(self.steps)
         return order[order.index(step) + 1 :]

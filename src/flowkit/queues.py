@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError, FlowDefinitionError
+from .names import validate_queue_name
 
 __all__ = ["Queue", "RateLimit", "parse_rate"]
 
@@ -94,8 +95,6 @@ class Queue:
         rate_limit: str | RateLimit | None = None,
         priority: int | None = None,
     ) -> None:
-        from .stage import validate_queue_name
-
         self.name = validate_queue_name(name, what="flowkit.Queue")
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError(f"queue {name!r}: concurrency must be an integer >= 1")

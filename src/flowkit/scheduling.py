@@ -17,12 +17,15 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from .cron import next_tick, parse_cron
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import App
     from .flows import Flow
 
+# parse_cron and next_tick live in flowkit.cron (flows check their schedule with it);
+# they are still importable from here.
 __all__ = ["Scheduler", "next_tick", "parse_cron", "tick_key"]
 
 log = logging.getLogger("flowkit.scheduler")
@@ -30,35 +33,6 @@ log = logging.getLogger("flowkit.scheduler")
 #: how often the scheduler also runs the recovery sweep and deadline checks
 SWEEP_EVERY = 30.0
 _KEY_PREFIX = "schedule:"
-
-
-def parse_cron(expr: str, *, what: str) -> Any:
-    """Parse a five-field cron expression (or ``@daily``…) with periodiq.
-
-    Raises:
-        ConfigurationError: naming the flow and the expression.
-    """
-    try:
-        from periodiq import cron
-    except ImportError as exc:  # pragma: no cover - periodiq is a dependency
-        raise ConfigurationError("schedules need periodiq: pip install periodiq") from exc
-    try:
-        spec = cron(expr)
-        next_tick(spec, datetime(2000, 1, 1, tzinfo=timezone.utc))
-    except Exception as exc:
-        raise ConfigurationError(
-            f"{what}: schedule {expr!r} is not a cron expression like '*/5 * * * *' ({exc})"
-        ) from None
-    return spec
-
-
-def next_tick(spec: Any, after: datetime) -> datetime:
-    """The first tick strictly after ``after`` (UTC, whole minutes)."""
-    import pendulum
-
-    moment = pendulum.instance(after.astimezone(timezone.utc)).in_timezone("UTC")
-    n = spec.next_valid_date(moment)
-    return datetime(n.year, n.month, n.day, n.hour, n.minute, tzinfo=timezone.utc)
 
 
 def tick_key(tick: datetime) -> str:

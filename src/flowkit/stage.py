@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import inspect
-import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 from pydantic import TypeAdapter, create_model
+from typing_extensions import Unpack
 
 from ._secrets import contains_secret, dump_json_revealed, secret_values
-from ._types import parse_duration_ms, strip_type, type_name
+from ._types import is_assignable, strip_type, type_name
 from .context import Context
-from .errors import ConfigurationError, FlowDefinitionError
-from .queues import Queue, RateLimit, StepLimits, check_key_fn, parse_rate
+from .errors import FlowDefinitionError
+from .options import Option, OptionKeywords, StageKeywords, StepOptions, check_keywords
+from .queues import Queue, StepLimits
 
-__all__ = ["Stage", "Stop", "stage"]
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
-QUEUE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
-
-DEFAULT_RETRIES = 3
-DEFAULT_MIN_BACKOFF_MS = 1_000
-DEFAULT_MAX_BACKOFF_MS = 300_000
-DEFAULT_QUEUE = "default"
+__all__ = ["Stage", "StageDecorator", "Stop", "stage"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -51,125 +44,52 @@ class Stop:
     reason: str = ""
 
 
-def _validate_name(value: str, *, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise FlowDefinitionError(
-            f"{what} {value!r} is not a valid name: use letters, digits, '_', '.', '-' "
-            "(starting with a letter or '_', at most 100 characters)"
-        )
-    return value
-
-
-_EVENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")
-
-
-def validate_event_name(value: str, *, what: str) -> str:
-    """Check an event name such as ``loan:application:uploaded``."""
-    if not isinstance(value, str) or not _EVENT.match(value):
-        raise FlowDefinitionError(
-            f"{what}: event name {value!r} is not valid: use letters, digits and '_.:/-'"
-        )
-    return value
-
-
-def validate_queue_name(value: str, *, what: str) -> str:
-    """Check a queue name is safe for RabbitMQ and Dramatiq."""
-    if not isinstance(value, str) or not QUEUE_NAME.match(value):
-        raise FlowDefinitionError(
-            f"{what}: queue name {value!r} is not valid: use letters, digits, '_', '.', '-' "
-            "(starting with a letter or '_')"
-        )
-    if value.endswith((".DQ", ".XQ")):
-        raise FlowDefinitionError(
-            f"{what}: queue name {value!r} ends in .DQ/.XQ, "
-            "which Dramatiq reserves for delay and dead-letter queues"
-        )
-    return value
-
-
 class Stage(Generic[In, Out]):
     """A typed step function and its options; created by :func:`stage`.
 
     Calling a ``Stage`` calls the function directly (handy in unit tests);
     running it durably is the job of a flow bound to an :class:`~flowkit.App`.
+    ``Stage[In, Out]`` is typed by its function's input and return types. Its
+    options are parsed once into :attr:`options` (a frozen
+    :class:`~flowkit.options.StepOptions`) and read as attributes (``stage.retries``);
+    they cannot be changed afterwards.
     """
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str | None = None,
-        queue: str | Queue | None = None,
-        retries: int = DEFAULT_RETRIES,
-        min_backoff: str | float | None = None,
-        max_backoff: str | float | None = None,
-        timeout: str | float | None = None,
-        priority: int | None = None,
-        inputs: Sequence[str] | None = None,
-        wait_for: str | None = None,
-        delay: str | float | None = None,
-        concurrency: int | None = None,
-        concurrency_key: Callable[[Any], Any] | None = None,
-        rate_limit: str | RateLimit | None = None,
-        rate_limit_key: Callable[[Any], Any] | None = None,
-    ) -> None:
+    #: the step's name in its flow
+    name = Option[str]()
+    #: the broker queue's name
+    queue = Option[str]()
+    #: the :class:`~flowkit.Queue` given as ``queue=``, if one was
+    queue_obj = Option[Queue | None]()
+    #: how many times a failing attempt is retried
+    retries = Option[int]()
+    #: the first retry delay, and the longest
+    min_backoff_ms = Option[int]()
+    max_backoff_ms = Option[int]()
+    #: the longest one attempt may run
+    timeout_ms = Option[int | None]()
+    #: 0 (first) to 255
+    priority = Option[int]()
+    #: the rate and concurrency limits this step's claims respect
+    limits = Option[StepLimits]()
+    #: for a step with several parents: the parameter names, one per parent
+    inputs = Option[tuple[str, ...] | None]()
+    #: the signal this step waits for (``wait_for=``)
+    wait_for = Option[str | None]()
+    #: how long to wait before running once the step is ready (``delay=``)
+    delay_ms = Option[int | None]()
+    #: for a signal wait: how long to wait for the signal once the parents are done
+    wait_timeout_ms = Option[int | None]()
+
+    def __init__(self, fn: Callable[..., Any], **options: Unpack[OptionKeywords]) -> None:
         if not callable(fn):
             raise FlowDefinitionError(f"@flowkit.stage expects a function, got {fn!r}")
         self.fn = fn
-        self.name = _validate_name(name or fn.__name__, what="stage name")
-        what = f"stage {self.name!r}"
-        self.queue_obj = queue if isinstance(queue, Queue) else None
-        self.queue = validate_queue_name(
-            queue.name if isinstance(queue, Queue) else (queue or DEFAULT_QUEUE), what=what
-        )
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ConfigurationError(f"{what}: retries must be an integer >= 0, got {retries!r}")
-        self.retries = retries
-        self.min_backoff_ms = parse_duration_ms(min_backoff, what=f"{what} min_backoff")
-        self.max_backoff_ms = parse_duration_ms(max_backoff, what=f"{what} max_backoff")
-        if self.min_backoff_ms is None:
-            self.min_backoff_ms = DEFAULT_MIN_BACKOFF_MS
-        if self.max_backoff_ms is None:
-            self.max_backoff_ms = max(DEFAULT_MAX_BACKOFF_MS, self.min_backoff_ms)
-        if self.max_backoff_ms < self.min_backoff_ms:
-            raise ConfigurationError(f"{what}: max_backoff is smaller than min_backoff")
-        self.timeout_ms = parse_duration_ms(timeout, what=f"{what} timeout")
-        if priority is None:
-            priority = self.queue_obj.priority if self.queue_obj and self.queue_obj.priority else 0
-        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255:
-            raise ConfigurationError(f"{what}: priority must be an integer in 0..255")
-        self.priority = priority
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ConfigurationError(f"{what}: concurrency must be an integer >= 1")
-        q = self.queue_obj
-        #: the rate and concurrency limits this step's claims respect
-        self.limits = StepLimits(
-            queue=self.queue,
-            queue_concurrency=q.concurrency if q else None,
-            queue_rate=q.rate_limit if q else None,
-            concurrency=concurrency,
-            concurrency_key=check_key_fn(concurrency_key, what=f"{what} concurrency_key"),
-            rate=parse_rate(rate_limit, what=what),
-            rate_key=check_key_fn(rate_limit_key, what=f"{what} rate_limit_key"),
-        )
-        if concurrency_key is not None and concurrency is None:
-            raise ConfigurationError(f"{what}: concurrency_key needs concurrency=N")
-        if rate_limit_key is not None and rate_limit is None:
-            raise ConfigurationError(f"{what}: rate_limit_key needs rate_limit='N/period'")
-        #: for a step with several parents: the parameter names, one per parent
-        self.inputs: tuple[str, ...] | None = tuple(inputs) if inputs else None
+        #: the step's options, parsed and checked (read them as attributes too)
+        self.options = StepOptions.parse(options.get("name") or fn.__name__, **options)
         self._context_param: str | None = None
-        #: the signal this step waits for (``wait_for=``), and its payload type
-        self.wait_for = _validate_name(wait_for, what=f"{what} wait_for") if wait_for else None
+        #: for a signal wait: the signal's payload type
         self.signal_type: Any = None
-        #: how long to wait before running once the step is ready (``delay=``)
-        self.delay_ms = parse_duration_ms(delay, what=f"{what} delay")
-        #: for a signal wait: how long to wait for the signal once the parents are done
-        self.wait_timeout_ms: int | None = None
-        if self.wait_for and self.inputs:
-            raise FlowDefinitionError(
-                f"{what}: a step that waits for a signal has at most one parent"
-            )
         if self.wait_for:
             self.input_type, self.output_type, self.takes_context = self._signature_wait()
         elif self.inputs:
@@ -275,8 +195,6 @@ class Stage(Generic[In, Out]):
     @property
     def signal_optional(self) -> bool:
         """Whether the signal's type admits ``None``: then a timeout runs the step with None."""
-        from ._types import is_assignable
-
         return self.signal_type is not None and is_assignable(type(None), self.signal_type)
 
     @cached_property
@@ -358,8 +276,8 @@ class Stage(Generic[In, Out]):
             return secret_values(value)
         return []
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
+    def __call__(self, *args: Any, **kwargs: Any) -> Out:
+        return cast(Out, self.fn(*args, **kwargs))
 
     def __repr__(self) -> str:
         return (
@@ -368,45 +286,41 @@ class Stage(Generic[In, Out]):
         )
 
 
-@overload
-def stage(fn: Callable[..., Any], /) -> Stage[Any, Any]: ...
+class StageDecorator(Protocol):
+    """What ``flowkit.stage(...)`` and ``Workflow.step(...)`` return: it makes the :class:`Stage`.
+
+    A function of one input (and optionally a :class:`~flowkit.Context`) gives a
+    ``Stage[Input, Output]``; any other (a step with several parents, a signal
+    wait) gives a ``Stage[Any, Any]``.
+
+    .. versionadded:: 0.2
+    """
+
+    @overload
+    def __call__(self, fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In, Context], Out], /) -> Stage[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., Any], /) -> Stage[Any, Any]: ...
 
 
 @overload
-def stage(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    queue: str | Queue | None = None,
-    retries: int = DEFAULT_RETRIES,
-    min_backoff: str | float | None = None,
-    max_backoff: str | float | None = None,
-    timeout: str | float | None = None,
-    priority: int | None = None,
-    concurrency: int | None = None,
-    concurrency_key: Callable[[Any], Any] | None = None,
-    rate_limit: str | RateLimit | None = None,
-    rate_limit_key: Callable[[Any], Any] | None = None,
-) -> Callable[[Callable[..., Any]], Stage[Any, Any]]: ...
+def stage(fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
+
+
+@overload
+def stage(fn: Callable[[In, Context], Out], /) -> Stage[In, Out]: ...
+
+
+@overload
+def stage(fn: None = None, /, **options: Unpack[StageKeywords]) -> StageDecorator: ...
 
 
 def stage(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    queue: str | Queue | None = None,
-    retries: int = DEFAULT_RETRIES,
-    min_backoff: str | float | None = None,
-    max_backoff: str | float | None = None,
-    timeout: str | float | None = None,
-    priority: int | None = None,
-    concurrency: int | None = None,
-    concurrency_key: Callable[[Any], Any] | None = None,
-    rate_limit: str | RateLimit | None = None,
-    rate_limit_key: Callable[[Any], Any] | None = None,
-) -> Stage[Any, Any] | Callable[[Callable[..., Any]], Stage[Any, Any]]:
+    fn: Callable[..., Any] | None = None, /, **options: Unpack[StageKeywords]
+) -> Stage[Any, Any] | StageDecorator:
     """Declare a pipeline stage: a plain function from one typed value to another.
 
     The function takes its input (a pydantic model or a JSON-compatible type)
@@ -421,11 +335,13 @@ def stage(
         name: the step's name in its flow (default: the function's name).
         queue: the broker queue its messages go to: a name or a
             :class:`~flowkit.Queue` (default ``"default"``).
-        retries: how many times a failing step is retried before the run fails.
-        min_backoff: first retry delay (``"1s"``), doubled on each retry, with jitter.
-        max_backoff: the longest retry delay (``"5m"``).
-        timeout: the longest one attempt may run (``"30s"``); past it the attempt
-            fails with :class:`~flowkit.StepTimeout` and is retried.
+        retries: how many times a failing step is retried before the run fails
+            (default 3).
+        min_backoff: first retry delay (default ``"1s"``), doubled on each retry,
+            with jitter.
+        max_backoff: the longest retry delay (default ``"5m"``).
+        timeout: the longest one attempt may run (``"30s"``; default: no limit); past
+            it the attempt fails with :class:`~flowkit.StepTimeout` and is retried.
         priority: 0 (first) to 255, the order in which a worker takes the steps it
             holds (default: the queue's). RabbitMQ priorities are per run:
             ``submit(priority=...)`` with ``App(max_priority=N)``.
@@ -438,30 +354,22 @@ def stage(
         rate_limit_key: a function of the input.
 
     Returns:
-        a :class:`Stage`, still callable as the plain function.
+        a :class:`Stage`, still callable as the plain function. Type checkers see
+        ``Stage[Input, Output]``, from the function's annotations.
 
     Raises:
         FlowDefinitionError: a missing annotation or a bad name.
         ConfigurationError: an option value out of range.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       typed: ``Stage[Input, Output]`` rather than ``Stage[Any, Any]``.
     """
 
+    check_keywords(options, StageKeywords, what="stage")
+
     def wrap(f: Callable[..., Any]) -> Stage[Any, Any]:
-        return Stage(
-            f,
-            name=name,
-            queue=queue,
-            retries=retries,
-            min_backoff=min_backoff,
-            max_backoff=max_backoff,
-            timeout=timeout,
-            priority=priority,
-            concurrency=concurrency,
-            concurrency_key=concurrency_key,
-            rate_limit=rate_limit,
-            rate_limit_key=rate_limit_key,
-        )
+        return Stage(f, **options)
 
     if fn is not None:
         return wrap(fn)

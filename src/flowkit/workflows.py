@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin, overload
 
-from ._types import is_assignable, parse_duration_ms, type_name
+from typing_extensions import Unpack
+
+from ._types import is_assignable, type_name
+from .context import Context
 from .errors import FlowDefinitionError
 from .flows import Flow
 from .joins import settled_item_type
-from .queues import Queue, RateLimit
-from .stage import DEFAULT_RETRIES, Stage, validate_event_name
+from .names import validate_event_name
+from .options import StepKeywords, check_keywords
+from .stage import Stage, StageDecorator
 
 __all__ = ["Workflow"]
 
+In = TypeVar("In")
+Out = TypeVar("Out")
 StepRef = Stage[Any, Any] | str
 
 
@@ -77,8 +83,23 @@ class Workflow(Flow):
         super().__init__(name, timeout=timeout, schedule=schedule, schedule_input=schedule_input)
         names = [on] if isinstance(on, str) else list(on or [])
         self.events = tuple(validate_event_name(e, what=f"workflow {name!r}") for e in names)
-        self._after: dict[str, list[str]] = {}
-        self._built = False
+
+    @overload
+    def step(self, fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
+
+    @overload
+    def step(self, fn: Callable[[In, Context], Out], /) -> Stage[In, Out]: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        after: StepRef | Sequence[StepRef] | None = None,
+        each: bool = False,
+        **options: Unpack[StepKeywords],
+    ) -> StageDecorator: ...
 
     def step(
         self,
@@ -87,20 +108,8 @@ class Workflow(Flow):
         *,
         after: StepRef | Sequence[StepRef] | None = None,
         each: bool = False,
-        name: str | None = None,
-        queue: str | Queue | None = None,
-        retries: int = DEFAULT_RETRIES,
-        min_backoff: str | float | None = None,
-        max_backoff: str | float | None = None,
-        timeout: str | float | None = None,
-        priority: int | None = None,
-        wait_for: str | None = None,
-        delay: str | float | None = None,
-        concurrency: int | None = None,
-        concurrency_key: Callable[[Any], Any] | None = None,
-        rate_limit: str | RateLimit | None = None,
-        rate_limit_key: Callable[[Any], Any] | None = None,
-    ) -> Any:
+        **options: Unpack[StepKeywords],
+    ) -> Stage[Any, Any] | StageDecorator:
         """Declare a step of this workflow (usable bare or with options).
 
         Parameters:
@@ -119,35 +128,27 @@ class Workflow(Flow):
                 ``rate_limit`` and ``rate_limit_key`` are as for :func:`flowkit.stage`.
 
         Returns:
-            the :class:`~flowkit.Stage`, still callable as the plain function.
+            the :class:`~flowkit.Stage`, still callable as the plain function. Type
+            checkers see ``Stage[Input, Output]`` for a step of one parent (or an
+            entry step), and ``Stage[Any, Any]`` for a step with several parents or
+            a signal wait, whose function takes several inputs.
+
+        .. versionchanged:: 0.2
+           typed: ``Stage[Input, Output]`` rather than ``Any``.
         """
+        check_keywords(options, StepKeywords, what="Workflow.step")
         if after is None:
             parents: list[str] = []
         elif isinstance(after, (Stage, str)):
             parents = [_ref_name(after)]
         else:
             parents = [_ref_name(a) for a in after]
+        # For a signal wait, timeout= is how long the step waits for its signal.
+        wait_timeout = options.pop("timeout", None) if options.get("wait_for") else None
 
         def wrap(f: Callable[..., Any]) -> Stage[Any, Any]:
-            stage: Stage[Any, Any] = Stage(
-                f,
-                name=name,
-                queue=queue,
-                retries=retries,
-                min_backoff=min_backoff,
-                max_backoff=max_backoff,
-                timeout=None if wait_for else timeout,
-                priority=priority,
-                inputs=parents if len(parents) > 1 else None,
-                wait_for=wait_for,
-                delay=delay,
-                concurrency=concurrency,
-                concurrency_key=concurrency_key,
-                rate_limit=rate_limit,
-                rate_limit_key=rate_limit_key,
-            )
-            if wait_for:
-                stage.wait_timeout_ms = parse_duration_ms(timeout, what=f"step {stage.name!r}")
+            inputs = parents if len(parents) > 1 else None
+            stage: Stage[Any, Any] = Stage(f, **options, inputs=inputs, wait_timeout=wait_timeout)
             if len(set(parents)) != len(parents):
                 raise FlowDefinitionError(
                     f"workflow {self.name!r}: step {stage.name!r} lists a parent twice"
@@ -157,11 +158,7 @@ class Workflow(Flow):
                     f"workflow {self.name!r}: step {stage.name!r} has each=True, so it needs "
                     "exactly one parent whose output is a list"
                 )
-            self._add(stage)
-            self._after[stage.name] = parents
-            if each:
-                self._each.add(stage.name)
-            self._built = False
+            self._add(stage, parents, each=each)
             return stage
 
         if fn is not None:
@@ -169,16 +166,15 @@ class Workflow(Flow):
         return wrap
 
     # -- validation ------------------------------------------------------------
-    def _ensure_built(self) -> None:
-        if not self._built:
-            self.validate()
-
     def validate(self) -> None:
         """Check the graph: parents exist, no cycles, and every edge's types agree.
 
         Raises:
             FlowDefinitionError: naming the steps involved.
         """
+        self.compile()
+
+    def _check(self) -> None:
         if not self.steps:
             raise FlowDefinitionError(f"workflow {self.name!r} has no steps")
         for step, parents in self._after.items():
@@ -189,21 +185,15 @@ class Workflow(Flow):
                         f"which is not a step of this workflow (steps: {', '.join(self.steps)})"
                     )
         self._check_cycles()
-        for n in self.steps:
-            self._parents[n] = list(self._after[n])
-            self._children[n] = []
-        for n, parents in self._after.items():
-            for p in parents:
-                self._children[p].append(n)
         for n in self._each:
-            if self._parents[n][0] in self._each:
+            if self._after[n][0] in self._each:
                 raise FlowDefinitionError(
                     f"workflow {self.name!r}: step {n!r} fans out over the items of "
-                    f"{self._parents[n][0]!r}, which is itself fanned out; "
+                    f"{self._after[n][0]!r}, which is itself fanned out; "
                     "nested fan-out is not supported: return a flat list instead"
                 )
         self._check_types()
-        roots = [n for n in self.steps if not self._parents[n]]
+        roots = [n for n in self.steps if not self._after[n]]
         first = self.steps[roots[0]].input_type
         for r in roots[1:]:
             if not is_assignable(first, self.steps[r].input_type):
@@ -212,7 +202,6 @@ class Workflow(Flow):
                     f"the run's input but take {type_name(first)} and "
                     f"{type_name(self.steps[r].input_type)}"
                 )
-        self._built = True
 
     def _check_cycles(self) -> None:
         state: dict[str, int] = {}
@@ -272,14 +261,11 @@ class Workflow(Flow):
                         f"takes {type_name(expected)}"
                     )
 
-    def settles(self, join: str, parent: str) -> bool:
+    def _settles(self, join: str, parent: str) -> bool:
         """Whether ``join`` takes ``Settled[...]`` for the items of ``parent``."""
         stage = self.steps[join]
         expected = stage.param_type(parent) if stage.inputs else stage.input_type
         return settled_item_type(expected) is not None
-
-    def remaining(self, step: str) -> list[str]:
-        return []
 
 
 def _ref_name(ref: StepRef) -> str:

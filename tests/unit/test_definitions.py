@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import flowkit
+from flowkit import names
 from flowkit._types import is_assignable, parse_duration_ms
+from flowkit.cron import validate_cron
+from flowkit.options import StepOptions
 
 
 class Raw(BaseModel):
@@ -84,7 +88,7 @@ def test_missing_return_annotation() -> None:
 def test_second_parameter_must_be_context() -> None:
     with pytest.raises(flowkit.FlowDefinitionError, match=r"must be a flowkit\.Context"):
 
-        @flowkit.stage
+        @flowkit.stage  # type: ignore[arg-type]
         def bad(x: int, y: int) -> int:
             return x
 
@@ -92,7 +96,7 @@ def test_second_parameter_must_be_context() -> None:
 def test_too_many_parameters() -> None:
     with pytest.raises(flowkit.FlowDefinitionError, match="3 positional parameters"):
 
-        @flowkit.stage
+        @flowkit.stage  # type: ignore[arg-type]
         def bad(x: int, ctx: flowkit.Context, z: int) -> int:
             return x
 
@@ -131,13 +135,14 @@ def test_pipeline_accepts_a_subclass_and_ignores_stop() -> None:
         return Special(tenant_id=raw.tenant_id, value=raw.value)
 
     p = flowkit.Pipeline("ok", [special, triage])
-    assert p.entry is special
-    assert p.output_type is Normalized
-    assert p.children("special") == ["triage"]
-    assert p.children("triage") == []
-    assert p.parents("triage") == ["special"]
-    assert p.sinks() == ["triage"]
-    assert p.remaining("special") == ["triage"]
+    graph = p.compile()
+    assert graph.entry is special
+    assert graph.output_type is Normalized
+    assert graph.children("special") == ["triage"]
+    assert graph.children("triage") == []
+    assert graph.parents("triage") == ["special"]
+    assert graph.sinks() == ["triage"]
+    assert graph.remaining("special") == ["triage"]
 
 
 def test_pipeline_rejects_duplicates_empty_and_non_stages() -> None:
@@ -212,3 +217,46 @@ def test_durations(value: Any, ms: int | None) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(flowkit.ConfigurationError, match="x: a duration cannot be negative"):
         parse_duration_ms(-1, what="x")
+
+
+def test_options_are_parsed_once_into_frozen_step_options() -> None:
+    opts = triage.options
+    assert isinstance(opts, StepOptions)
+    assert (opts.name, opts.queue, opts.retries, opts.timeout_ms) == ("triage", "triage", 5, 30_000)
+    assert (triage.min_backoff_ms, triage.max_backoff_ms) == (opts.min_backoff_ms, 1_000)
+    assert intake.options.queue_obj is None and intake.limits == intake.options.limits
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.retries = 9  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="'retries' is a step option"):
+        triage.retries = 9  # type: ignore[assignment]
+    assert triage.retries == 5
+    assert StepOptions.parse("fn", queue=flowkit.Queue("q", priority=7)).priority == 7
+    assert StepOptions.parse("fn").max_backoff_ms == 300_000
+    assert StepOptions.parse("fn", min_backoff="10m").max_backoff_ms == 600_000
+
+
+def test_an_unknown_option_is_a_type_error() -> None:
+    def fn(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"stage\(\) got an unexpected keyword argument 'retry'"):
+        flowkit.stage(retry=3)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'delay'"):
+        flowkit.stage(delay="1s")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"step\(\) got an unexpected keyword argument 'inputs'"):
+        flowkit.Workflow("w").step(inputs=["a"])  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"Stage\(\) got an unexpected keyword argument 'x'"):
+        flowkit.Stage(fn, x=1)  # type: ignore[call-arg]
+
+
+def test_names_are_checked_in_one_place() -> None:
+    with pytest.raises(flowkit.FlowDefinitionError, match="App name 'a b' is not a valid name"):
+        names.validate_name("a b", what="App name")
+    assert names.validate_name("ok.name-1", what="x") == "ok.name-1"
+    with pytest.raises(flowkit.FlowDefinitionError, match="stage 'fn' wait_for '9' is not a"):
+        StepOptions.parse("fn", wait_for="9")
+    with pytest.raises(flowkit.FlowDefinitionError, match=r"flowkit\.Queue: queue name 'a b'"):
+        flowkit.Queue("a b")
+    with pytest.raises(flowkit.ConfigurationError, match="schedule 'often' is not a cron"):
+        flowkit.Pipeline("p", [intake], schedule="often")
+    assert validate_cron("*/5 * * * *", what="x") == "*/5 * * * *"

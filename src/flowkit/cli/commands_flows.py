@@ -116,7 +116,7 @@ def emit(args: argparse.Namespace) -> int:
 
 
 def graph(args: argparse.Namespace) -> int:
-    from ..graph import dot, mermaid
+    from ..drawing import dot, mermaid
 
     target = load(args.target)
     flows = target.flows
