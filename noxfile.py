@@ -7,7 +7,13 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHONS = ["3.11"]
+#: Every Python the package claims (pyproject's classifiers); the suite runs on each.
+PYTHONS = ["3.10", "3.11", "3.12"]
+#: One Python for the tools, whose result does not depend on it, and for the suites
+#: that need the shared RabbitMQ and PostgreSQL to themselves (faults, bench).
+ONE_PYTHON = "3.11"
+#: The ruff the lint session runs: the one the committed code is formatted with.
+RUFF = "ruff==0.17.6"
 
 
 @nox.session(python=PYTHONS)
@@ -17,7 +23,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=ONE_PYTHON)
 def faults(session: nox.Session) -> None:
     """The fault-injection suite alone; its FAULTS lines also go to faults-report.jsonl."""
     session.install("-e", ".[dev,postgres]")
@@ -25,27 +31,27 @@ def faults(session: nox.Session) -> None:
     session.run("pytest", "-m", "faults", *session.posargs, env={"FLOWKIT_FAULTS_REPORT": report})
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=ONE_PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install(RUFF)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=ONE_PYTHON)
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev,postgres]")
     session.run("mypy")
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=ONE_PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors."""
     session.install("-e", ".[dev,postgres]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=ONE_PYTHON)
 def bench(session: nox.Session) -> None:
     """flowkit vs raw Dramatiq on the local RabbitMQ and PostgreSQL (python -m bench)."""
     session.install("-e", ".[dev,postgres]")

@@ -16,6 +16,11 @@ from .errors import (
     FlowkitError,
     FlowNotFound,
     InputValidationError,
+    LLMError,
+    LLMOutputError,
+    LLMRequestError,
+    LLMUnavailable,
+    LoadError,
     NotFoundError,
     PayloadTooLarge,
     PermanentError,
@@ -83,6 +88,11 @@ __all__ = [
     "StepTimeout",
     "WorkerLost",
     "StoreError",
+    "LoadError",
+    "LLMError",
+    "LLMOutputError",
+    "LLMRequestError",
+    "LLMUnavailable",
     # Metadata
     "__version__",
 ]

@@ -6,6 +6,7 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     FlowkitError
     ├── ConfigurationError        bad URL, missing optional extra, bad option value
     ├── FlowDefinitionError       a stage, pipeline or workflow that cannot work
+    ├── LoadError                 the CLI's MODULE:ATTR cannot be imported or names no flow
     ├── InputValidationError      a payload that does not match a stage's input type
     │   └── PayloadTooLarge       a payload over the size or nesting-depth limit
     ├── NotFoundError
@@ -18,13 +19,20 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
     │   └── RunStateError         the run's state forbids it (a signal to a finished run)
     │       └── SignalRejected    a signal for a finished run, or sent twice
     ├── StepTimeout               a step ran past its ``timeout`` (recorded, then retried)
+    ├── WorkerLost                a step's worker died in every attempt (then dead-lettered)
     ├── PermanentError            raised by a step: fail it now, without retries
     ├── RetryAfter                raised by a step: retry after this delay (an attempt)
+    ├── LLMError                  a flowkit.llm call failed
+    │   ├── LLMUnavailable        a 5xx, 408, 409, timeout or lost connection (retried)
+    │   ├── LLMRequestError       any other 4xx; also a PermanentError (not retried)
+    │   └── LLMOutputError        no answer matched the schema; also a PermanentError
     ├── StoreError                the database could not be used
     │   └── SchemaVersionError    the schema is missing, or newer than this flowkit
     └── BrokerError               the broker could not be reached or refused a message
 
 ``InputValidationError`` also carries the pydantic errors in :attr:`errors`.
+The ``LLM*`` errors are also importable from :mod:`flowkit.llm`, and
+``LoadError`` from ``flowkit.cli.loader``.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ __all__ = [
     "FlowNotFound",
     "FlowkitError",
     "InputValidationError",
+    "LLMError",
+    "LLMOutputError",
+    "LLMRequestError",
+    "LLMUnavailable",
+    "LoadError",
     "NotFoundError",
     "PayloadTooLarge",
     "PermanentError",
@@ -52,6 +65,7 @@ __all__ = [
     "SignalRejected",
     "StepTimeout",
     "StoreError",
+    "WorkerLost",
 ]
 
 
@@ -65,6 +79,13 @@ class ConfigurationError(FlowkitError):
 
 class FlowDefinitionError(FlowkitError):
     """A stage, pipeline or workflow is declared in a way that cannot work."""
+
+
+class LoadError(FlowkitError):
+    """``MODULE:ATTR`` could not be imported or does not name an App or a flow.
+
+    Raised by the ``flowkit`` command's loader (exit code 3).
+    """
 
 
 class InputValidationError(FlowkitError):
@@ -216,3 +237,56 @@ class SchemaVersionError(StoreError):
 
 class BrokerError(FlowkitError):
     """The message broker could not be reached or did not accept a message."""
+
+
+class LLMError(FlowkitError):
+    """Base class of the errors of :mod:`flowkit.llm`.
+
+    .. versionadded:: 0.1
+    """
+
+
+class LLMUnavailable(LLMError):
+    """The model server failed (5xx, 408, 409, timeout, connection error).
+
+    A plain error, so the step is retried with its backoff.
+
+    .. versionadded:: 0.1
+    """
+
+
+class LLMRequestError(LLMError, PermanentError):
+    """The server refused the request (a 4xx other than 408, 409 and 429).
+
+    A :class:`~flowkit.PermanentError`: retrying the same request will not help,
+    so the step fails at once.
+
+    .. versionadded:: 0.1
+    """
+
+
+class LLMOutputError(LLMError, PermanentError):
+    """The model's answers did not validate against the schema, even after re-asking.
+
+    A :class:`~flowkit.PermanentError`: the step fails at once, without retries.
+
+    Attributes:
+        model: the model that answered.
+        schema: the name of the pydantic model the answer had to match.
+        last_error: the validation error of the last answer.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        schema: str | None = None,
+        last_error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.schema = schema
+        self.last_error = last_error

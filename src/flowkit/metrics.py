@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .observability import Observer
+from .status import StepStatus
 
 if TYPE_CHECKING:
     from .app import App
 
 __all__ = ["PrometheusObserver", "serve_metrics"]
+
+#: The outcomes that end a step, when its usage (a total over its attempts) is counted.
+_ENDED = frozenset({StepStatus.SUCCEEDED.value, StepStatus.FAILED.value})
 
 
 def _prom() -> Any:
@@ -96,14 +100,16 @@ class PrometheusObserver(Observer):
         seconds: float,
         usage: dict[str, Any] | None = None,
     ) -> None:
-        counter = {"succeeded": self.succeeded, "failed": self.failed, "retried": self.retried}.get(
-            outcome
-        )
+        counter = {
+            StepStatus.SUCCEEDED.value: self.succeeded,
+            StepStatus.FAILED.value: self.failed,
+            "retried": self.retried,  # an outcome, not a status: the step is queued again
+        }.get(outcome)
         if counter is not None:
             counter.labels(flow, step, queue).inc()
         self.duration.labels(flow, step, queue, outcome).observe(seconds)
         # usage is the step's total over its attempts: count it once, when it ends.
-        if usage and outcome in ("succeeded", "failed"):
+        if usage and outcome in _ENDED:
             for kind in ("prompt_tokens", "completion_tokens"):
                 if usage.get(kind):
                     self.tokens.labels(flow, step, kind.split("_")[0]).inc(usage[kind])

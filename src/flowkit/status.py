@@ -1,4 +1,4 @@
-"""Run and step statuses (DESIGN §3)."""
+"""Run and step statuses: their meaning and transitions are in ``docs/runtime.md``."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import flowkit
 from flowkit import llm
+from flowkit.llm._transport import retry_after
 from flowkit.testing import embedded, run_to_completion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -359,4 +360,4 @@ def test_the_module_imports_without_openai() -> None:
     ],
 )
 def test_retry_after_headers(headers: dict[str, str], seconds: float | None) -> None:
-    assert llm._retry_after(headers) == seconds
+    assert retry_after(headers) == seconds

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import types
 
 import flowkit
+from flowkit import errors
 
 
 def test_all_names_exist() -> None:
@@ -32,6 +34,34 @@ def test_errors_share_one_root() -> None:
         value = getattr(flowkit, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, flowkit.FlowkitError), name
+
+
+def test_every_error_is_in_the_one_tree() -> None:
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and value.__module__ == errors.__name__
+    }
+    assert defined == set(errors.__all__)
+    assert set(errors.__all__) <= set(flowkit.__all__)
+    doc = errors.__doc__ or ""
+    drawn = set(re.findall(r"^[ │├└─]*(\w+)", doc, re.M))
+    missing = sorted(set(errors.__all__) - drawn)
+    assert not missing, f"not drawn in the tree of flowkit.errors' docstring: {missing}"
+
+
+def test_errors_keep_their_old_import_paths() -> None:
+    from flowkit import llm
+    from flowkit.cli import loader
+
+    for name in ("LLMError", "LLMOutputError", "LLMRequestError", "LLMUnavailable"):
+        assert getattr(llm, name) is getattr(errors, name), name
+    assert loader.LoadError is errors.LoadError
+    assert issubclass(errors.LLMOutputError, flowkit.PermanentError)
+    assert issubclass(errors.LLMRequestError, flowkit.PermanentError)
+    assert not issubclass(errors.LLMUnavailable, flowkit.PermanentError)
 
 
 def test_import_has_no_side_effects(tmp_path) -> None:

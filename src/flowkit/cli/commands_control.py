@@ -14,6 +14,7 @@ from typing import Any
 from .._types import parse_duration_ms
 from ..app import App
 from ..errors import ConfigurationError, FlowkitError, InputValidationError
+from ..status import RunStatus
 from . import exits
 from .commands_runs import print_validation_errors, read_data
 from .loader import load
@@ -21,6 +22,8 @@ from .loader import load
 log = logging.getLogger("flowkit.cli")
 
 _APP_HELP = "the App (MODULE:ATTR) whose flows the run belongs to (default: $FLOWKIT_APP)"
+# The statuses `flowkit retry --status` accepts, in the order --help lists them.
+_RETRY_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT, RunStatus.SUCCEEDED)
 
 
 def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
@@ -84,7 +87,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     r.add_argument(
         "--status",
         default=None,
-        choices=["failed", "cancelled", "timed_out", "succeeded"],
+        choices=[s.value for s in _RETRY_STATUSES],
         help="bulk: runs in this status (default failed)",
     )
     r.add_argument("--flow", "-f", help="bulk: only runs of this flow")
@@ -168,7 +171,7 @@ def retry(args: argparse.Namespace) -> int:
         if args.since:
             ms = parse_duration_ms(args.since, what="--since") or 0
             since = datetime.now(timezone.utc) - timedelta(milliseconds=ms)
-        status = args.status or "failed"
+        status = RunStatus(args.status or RunStatus.FAILED)
         runs = [
             r
             for r in app.runs(flow=args.flow, status=status, limit=args.limit)
@@ -182,7 +185,7 @@ def retry(args: argparse.Namespace) -> int:
             except FlowkitError as exc:
                 failed += 1
                 print(f"run {info.id}: not retried: {exc}", file=sys.stderr)
-        print(f"retried {len(runs) - failed} of {len(runs)} {status} run(s)")
+        print(f"retried {len(runs) - failed} of {len(runs)} {status.value} run(s)")
         return exits.OK if not failed else exits.UNEXPECTED
     finally:
         app.close()

@@ -8,6 +8,7 @@ from ..errors import (
     FlowDefinitionError,
     FlowkitError,
     InputValidationError,
+    LoadError,
     NotFoundError,
     RunError,
     RunStateError,
@@ -44,8 +45,6 @@ exit codes:
 
 def for_error(exc: FlowkitError) -> int:
     """The exit code for a flowkit error."""
-    from .loader import LoadError
-
     if isinstance(exc, LoadError):
         return LOAD
     if isinstance(exc, InputValidationError):

@@ -10,14 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..app import App
-from ..errors import FlowkitError
+from ..errors import FlowkitError, LoadError
 from ..flows import Flow
 
+# LoadError lives in flowkit.errors with the others; it is re-exported here.
 __all__ = ["LoadError", "Target", "load"]
-
-
-class LoadError(FlowkitError):
-    """``MODULE:ATTR`` could not be imported or does not name an App or a flow."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..records import RunInfo, StepInfo
+from ..status import StepStatus
 
 
 def time_text(value: datetime | None) -> str:
@@ -96,7 +97,7 @@ def _group_row(group: list[StepInfo], with_usage: bool) -> list[str]:
     status = ", ".join(f"{n} {st}" for st, n in counts.most_common())
     timed = [s for s in group if s.duration is not None]
     slowest = max(timed, key=lambda s: s.duration or 0.0) if timed else None
-    failed = [s for s in group if s.error and s.status.value == "failed"]
+    failed = [s for s in group if s.error and s.status is StepStatus.FAILED]
     started = min((s.started_at for s in group if s.started_at), default=None)
     row = [
         f"{group[0].name} x{len(group)}",
