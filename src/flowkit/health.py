@@ -56,11 +56,11 @@ def _check_database(app: App, *, open_store: bool) -> None:
     """
     import sqlalchemy as sa
 
-    from .store.engine import create_engine
+    from .store.db import create_engine
     from .store.migrate import check_schema
 
     if open_store or app._store is not None:
-        with app.store.engine.connect() as conn:
+        with app.store.db.sql.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         return
     engine = create_engine(app.settings.database_url, pool_size=1)

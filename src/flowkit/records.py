@@ -66,6 +66,8 @@ class RunInfo:
     finished_at: datetime | None
     #: why a step ended the run early with :class:`~flowkit.Stop`, else ``None``
     stop_reason: str | None = None
+    #: the RabbitMQ priority of the run's messages (``submit(priority=...)``)
+    priority: int | None = None
 
     @property
     def stopped(self) -> bool:

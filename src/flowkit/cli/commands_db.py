@@ -31,7 +31,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
 
 
 def upgrade(args: argparse.Namespace) -> int:
-    from ..store.engine import create_engine
+    from ..store.db import create_engine
     from ..store.migrate import upgrade as do_upgrade
 
     settings = Settings.resolve(None, args.database_url)

@@ -1,20 +1,46 @@
-"""Persistence: the only package that imports SQLAlchemy."""
+"""Persistence: the only package that imports SQLAlchemy (layers in ``docs/architecture.md``)."""
 
-from .control import Control, StepRow
-from .repo import Store
-from .rows import NO_STOP, Claim, ClaimLimits, Delayed, DueStep, Gate, NewStep, RunEnd, Source
+from .control import Control
+from .db import Database
+from .deadletters import DeadLetter, DeadLetters
+from .llmcache import LLMCache
+from .reads import Reads
+from .rows import (
+    NO_STOP,
+    Claim,
+    ClaimLimits,
+    Delayed,
+    DueStep,
+    Gate,
+    NewStep,
+    Outcome,
+    RunEnd,
+    Source,
+    StepRow,
+)
+from .runs import Created, Recorded, Runs
+from .store import Store
 
 __all__ = [
     "NO_STOP",
-    "Control",
-    "StepRow",
     "Claim",
     "ClaimLimits",
+    "Control",
+    "Created",
+    "Database",
+    "DeadLetter",
+    "DeadLetters",
     "Delayed",
     "DueStep",
     "Gate",
+    "LLMCache",
     "NewStep",
+    "Outcome",
+    "Reads",
+    "Recorded",
     "RunEnd",
+    "Runs",
     "Source",
+    "StepRow",
     "Store",
 ]

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from .._ids import new_id
+from .db import Database, aware, utcnow
 from .schema import dead_letters
-
-if TYPE_CHECKING:
-    from .repo import Store
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -38,8 +36,8 @@ class DeadLetter:
 class DeadLetters:
     """Record, list and remove dead letters."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def record(
         self,
@@ -52,10 +50,8 @@ class DeadLetters:
         run_id: str | None = None,
         step_id: str | None = None,
     ) -> str:
-        from .repo import utcnow
-
         letter_id = new_id()
-        with self.store._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 dead_letters.insert().values(
                     id=letter_id,
@@ -72,38 +68,38 @@ class DeadLetters:
         return letter_id
 
     def newest(self, *, limit: int = 50) -> list[DeadLetter]:
-        from .repo import _aware, utcnow
-
-        with self.store._tx() as conn:
+        with self.db.transaction() as conn:
             rows = conn.execute(
                 sa.select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
             ).all()
-        return [
-            DeadLetter(
-                r.id,
-                r.queue,
-                r.actor,
-                r.message_id,
-                r.body,
-                r.reason,
-                r.run_id,
-                r.step_id,
-                _aware(r.created_at) or utcnow(),
-            )
-            for r in rows
-        ]
+        return [_letter(r) for r in rows]
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        found = [d for d in self.newest(limit=100_000) if d.id == letter_id]
-        return found[0] if found else None
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                sa.select(dead_letters).where(dead_letters.c.id == letter_id)
+            ).first()
+        return None if row is None else _letter(row)
 
     def delete(self, ids: list[str] | None = None, *, older_than: float | None = None) -> int:
-        from .repo import utcnow
-
         stmt: Any = sa.delete(dead_letters)
         if ids is not None:
             stmt = stmt.where(dead_letters.c.id.in_(ids))
         if older_than is not None:
             stmt = stmt.where(dead_letters.c.created_at < utcnow() - timedelta(seconds=older_than))
-        with self.store._tx() as conn:
+        with self.db.transaction() as conn:
             return int(conn.execute(stmt).rowcount)
+
+
+def _letter(r: Any) -> DeadLetter:
+    return DeadLetter(
+        r.id,
+        r.queue,
+        r.actor,
+        r.message_id,
+        r.body,
+        r.reason,
+        r.run_id,
+        r.step_id,
+        aware(r.created_at) or utcnow(),
+    )

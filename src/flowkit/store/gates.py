@@ -16,27 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..status import RunStatus, StepStatus
+from .guards import STEP_OPEN
 from .rows import Gate, NewStep, RunEnd, Source
 from .schema import runs, signals, steps
+from .transitions import finish_run, move_counter, open_step, run_waits
 
-_LIVE_STEP = (StepStatus.QUEUED.value, StepStatus.RUNNING.value, StepStatus.WAITING.value)
-#: run statuses that may still change (one definition for the whole store)
-LIVE_RUN = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
-_LIVE_RUN = LIVE_RUN
-
-
-def status_in(column: Any, values: tuple[str, ...]) -> sa.ColumnElement[bool]:
-    """``column`` is one of ``values`` (internal constants), inlined: no list to expand per call."""
-    return sa.or_(*(column == sa.literal_column(f"'{v}'") for v in values))
-
-
-def run_is_live(now: Any) -> sa.ColumnElement[bool]:
-    """``EXISTS`` clause: the step's run is not finished nor past ``now`` (a value or a bind)."""
-    return sa.exists().where(
-        runs.c.id == steps.c.run_id,
-        status_in(runs.c.status, _LIVE_RUN),
-        sa.or_(runs.c.deadline_at.is_(None), runs.c.deadline_at > now),
-    )
+__all__ = ["gate_input", "gather", "maybe_end", "move_gate", "start_signal_wait"]
 
 
 def move_gate(conn: Connection, run_id: str, gate: Gate, now: datetime) -> NewStep | None:
@@ -47,25 +32,12 @@ def move_gate(conn: Connection, run_id: str, gate: Gate, now: datetime) -> NewSt
     returned row then carries ``delay_ms`` and stays ``waiting`` (publish a
     wake-up message for it, which decides at the deadline).
     """
-    row = conn.execute(
-        steps.update()
-        .where(
-            steps.c.run_id == run_id,
-            steps.c.name == gate.name,
-            steps.c.status == StepStatus.WAITING.value,
-        )
-        .values(pending=steps.c.pending + gate.delta)
-        .returning(steps.c.id, steps.c.pending, steps.c.queue)
-    ).first()
+    row = move_counter(conn, run_id, gate.name, gate.delta)
     if row is None:
         return None
     if row.pending <= 0:
         payload = gate_input(conn, run_id, gate)
-        conn.execute(
-            steps.update()
-            .where(steps.c.id == row.id)
-            .values(status=StepStatus.QUEUED.value, input=payload, scheduled_at=now, pending=0)
-        )
+        open_step(conn, row.id, payload, now)
         return NewStep(id=row.id, name=gate.name, queue=row.queue, input=payload)
     if gate.signal and row.pending == 1 and not _has_signal(conn, run_id, gate.signal):
         return start_signal_wait(conn, run_id, row.id, gate, now, row.queue)
@@ -76,11 +48,7 @@ def start_signal_wait(
     conn: Connection, run_id: str, step_id: str, gate: Gate, now: datetime, queue: str
 ) -> NewStep | None:
     """Only the signal is missing: the run is waiting; start the step's deadline."""
-    conn.execute(
-        runs.update()
-        .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
-        .values(status=RunStatus.WAITING.value)
-    )
+    run_waits(conn, run_id)
     if gate.signal_timeout_ms is None:
         return None
     conn.execute(
@@ -152,51 +120,13 @@ def gather(conn: Connection, run_id: str, source: Source) -> Any:
     return {"results": results, "failures": failures}
 
 
-def skip_live(
-    conn: Connection, run_id: str, now: datetime, status: StepStatus = StepStatus.SKIPPED
-) -> None:
-    """Skip (or cancel) every queued or waiting step of a run that is ending."""
-    conn.execute(
-        steps.update()
-        .where(
-            steps.c.run_id == run_id,
-            steps.c.status.in_((StepStatus.QUEUED.value, StepStatus.WAITING.value)),
-        )
-        .values(status=status.value, finished_at=now, lease_until=None)
-    )
-
-
-def finish_run(
-    conn: Connection,
-    run_id: str,
-    status: RunStatus,
-    now: datetime,
-    *,
-    output: Any = None,
-    error: Any = None,
-    stop_reason: str | None = None,
-) -> bool:
-    res = conn.execute(
-        runs.update()
-        .where(runs.c.id == run_id, runs.c.status.in_(_LIVE_RUN))
-        .values(
-            status=status.value,
-            output=output,
-            error=error,
-            stop_reason=stop_reason,
-            finished_at=now,
-        )
-    )
-    return res.rowcount == 1
-
-
 def maybe_end(conn: Connection, run_id: str, end: RunEnd, now: datetime) -> bool:
     """Finish the run if no step is left; the run row lock orders concurrent enders."""
     conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id).with_for_update())
     left = conn.execute(
         sa.select(sa.func.count())
         .select_from(steps)
-        .where(steps.c.run_id == run_id, steps.c.status.in_(_LIVE_STEP))
+        .where(steps.c.run_id == run_id, steps.c.status.in_(STEP_OPEN))
     ).scalar_one()
     if left:
         return False

@@ -15,8 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..status import StepStatus
+from .db import utcnow
 from .rows import ClaimLimits, Delayed
 from .schema import rate_log, steps
+
+__all__ = ["check"]
 
 _RUNNING = StepStatus.RUNNING.value
 
@@ -45,8 +48,6 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
         keys.add(f"conc:{limits.key}")
     for key in sorted(keys):  # in order: no deadlock between two claims
         _lock(conn, key)
-    from .repo import utcnow
-
     now = utcnow()
     if limits.queue_concurrency:
         running = conn.execute(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from ..status import StepStatus
 
 __all__ = [
     "NO_STOP",
@@ -14,8 +17,10 @@ __all__ = [
     "DueStep",
     "Gate",
     "NewStep",
+    "Outcome",
     "RunEnd",
     "Source",
+    "StepRow",
 ]
 
 #: ``Store.complete(stop=...)`` default: the step did not stop its run.
@@ -68,6 +73,60 @@ class RunEnd:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """A step's outcome and what follows it, for ``Runs.complete``.
+
+    ``inserts`` are new queued steps, ``gates`` move join counters (a join
+    reaching zero is queued with its gathered input), ``end`` finishes the run
+    if no step is left, ``stop`` finishes it at once with that output (skipping
+    what is left, and recording ``skipped`` as never created). ``failed``
+    records a settled item's error instead of an output.
+    """
+
+    output: Any = None
+    inserts: Sequence[NewStep] = ()
+    gates: Sequence[Gate] = ()
+    end: RunEnd | None = None
+    stop: Any = NO_STOP
+    stop_reason: str | None = None
+    skipped: Sequence[str] = ()
+    failed: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+
+    @property
+    def only_successor(self) -> bool:
+        """One successor and nothing else: the one-statement path."""
+        return len(self.inserts) == 1 and not self._extra and self.end is None
+
+    @property
+    def only_sink(self) -> bool:
+        """The run's only (not fanned-out) sink: record it and end the run in one statement."""
+        end = self.end
+        return (
+            end is not None
+            and len(end.sinks) == 1
+            and not end.sinks[0].each
+            and not (self.inserts or self._extra)
+        )
+
+    @property
+    def _extra(self) -> bool:
+        return bool(self.gates or self.skipped or self.failed) or self.stop is not NO_STOP
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """What the runtime needs to decide about a message that could not claim its step."""
+
+    status: str
+    claimed_by: str | None
+    run_id: str
+    name: str
+    scheduled_at: datetime | None
+    pending: int | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """What a worker learns when it claims a step."""
 
@@ -92,7 +151,7 @@ class DueStep:
     key: str | None
     #: what the sweep found: ``"queued"``, ``"running"`` (lease passed) or ``"waiting"``
     #: (a signal wait whose deadline passed)
-    status: str = "queued"
+    status: str = StepStatus.QUEUED.value
     priority: int | None = None
 
 

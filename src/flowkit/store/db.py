@@ -1,18 +1,98 @@
-"""SQLAlchemy engines for flowkit's two databases: SQLite (embedded) and PostgreSQL."""
+"""The bottom of the store: connections, transactions, error translation and the clock.
+
+Every other store module takes a :class:`Database` and imports from here,
+never from each other's internals. Two databases are supported: SQLite
+(embedded) and PostgreSQL.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 
 from ..config import mask_url
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreError
 
-__all__ = ["create_engine", "normalize_url"]
+__all__ = ["Database", "aware", "create_engine", "normalize_url", "unavailable", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The store's clock: an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A timestamp read back from the database, made aware (SQLite returns naive UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+@contextmanager
+def unavailable() -> Iterator[None]:
+    """Turn a lost or refused database connection into :class:`~flowkit.StoreError`.
+
+    The one place driver errors are translated. Anything else (a bug, bad data)
+    propagates as it is; a ``StoreError`` tells the runtime to try again later.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreError(f"database unavailable: {exc.orig!s}".strip()) from exc
+
+
+class Database:
+    """The SQLAlchemy engines of one database URL, and transactions on them.
+
+    Parameters:
+        url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
+        pool_size: connections kept open; size it to the worker threads.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        #: the SQLAlchemy engine for ordinary transactions
+        self.sql = create_engine(url, pool_size=pool_size)
+        self.dialect = self.sql.dialect.name
+        #: PostgreSQL runs the per-step statements in one round trip each
+        self.fast = self.dialect == "postgresql"
+        self._autocommit = self.sql.execution_options(isolation_level="AUTOCOMMIT")
+        self._claims = self._autocommit
+        if self.fast:
+            # A claim lost in a database crash is harmless (the step is queued
+            # again and the broker redelivers its message), so claims do not wait
+            # for the WAL flush; completions and submits still do.
+            self._claims = create_engine(url, pool_size=pool_size, durable=False).execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction, committed on exit; driver errors become ``StoreError``."""
+        with unavailable(), self.sql.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A connection whose every statement commits by itself (one round trip each).
+
+        ``durable=False`` (PostgreSQL) does not wait for the WAL flush: only for
+        writes that are safe to lose in a crash, such as a claim.
+        """
+        with unavailable(), (self._autocommit if durable else self._claims).connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.sql.dispose()
+        if self.fast:
+            self._claims.engine.dispose()
 
 
 def normalize_url(url: str) -> str:

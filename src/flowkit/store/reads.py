@@ -1,0 +1,132 @@
+"""Reading runs and steps: what ``runs list``, ``runs show``, ``Run.result()`` and status need.
+
+Each query is one short transaction; rows become the plain records of
+:mod:`flowkit.records` in one place (:func:`run_info`, :func:`step_info`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..records import RunInfo, StepInfo
+from ..status import RunStatus, StepStatus
+from .db import Database, aware, utcnow
+from .guards import RUN_LIVE
+from .rows import StepRow
+from .schema import runs, steps
+
+__all__ = ["Reads", "run_info", "step_info"]
+
+
+class Reads:
+    """Read-only queries over one :class:`~.db.Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        with self.db.transaction() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return None if row is None else run_info(row)
+
+    def run_state(self, run_id: str) -> tuple[str, Any, Any, str | None] | None:
+        """``(status, output, error, stop_reason)``: the cheap read ``Run.result()`` polls."""
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                sa.select(runs.c.status, runs.c.output, runs.c.error, runs.c.stop_reason).where(
+                    runs.c.id == run_id
+                )
+            ).first()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        """The newest runs, optionally of one flow and one status."""
+        stmt = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        if flow is not None:
+            stmt = stmt.where(runs.c.flow == flow)
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        with self.db.transaction() as conn:
+            rows = conn.execute(stmt).all()
+        return [run_info(r) for r in rows]
+
+    def oldest_live_run(self) -> RunInfo | None:
+        """The live (pending, running, waiting) run created first, if any.
+
+        One ordered query per live status on its (status, created_at) index.
+        """
+        oldest: list[RunInfo] = []
+        with self.db.transaction() as conn:
+            for status in RUN_LIVE:
+                row = conn.execute(
+                    sa.select(runs)
+                    .where(runs.c.status == status)
+                    .order_by(runs.c.created_at.asc(), runs.c.id.asc())
+                    .limit(1)
+                ).first()
+                if row is not None:
+                    oldest.append(run_info(row))
+        return min(oldest, key=lambda r: r.created_at, default=None)
+
+    def count_runs(self, *, flow: str | None = None) -> dict[str, int]:
+        """How many runs have each status."""
+        stmt = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        if flow is not None:
+            stmt = stmt.where(runs.c.flow == flow)
+        with self.db.transaction() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(stmt).all()}
+
+    def get_steps(self, run_id: str) -> list[StepInfo]:
+        """A run's timeline, in the order its steps were created."""
+        stmt = (
+            sa.select(steps)
+            .where(steps.c.run_id == run_id)
+            .order_by(steps.c.created_at, steps.c.item, steps.c.id)
+        )
+        with self.db.transaction() as conn:
+            rows = conn.execute(stmt).all()
+        return [step_info(r) for r in rows]
+
+    def step_row(self, step_id: str) -> StepRow | None:
+        """The state of one step, to decide about a message that did not claim it."""
+        with self.db.transaction() as conn:
+            r = conn.execute(
+                sa.select(
+                    steps.c.status,
+                    steps.c.claimed_by,
+                    steps.c.run_id,
+                    steps.c.name,
+                    steps.c.scheduled_at,
+                    steps.c.pending,
+                ).where(steps.c.id == step_id)
+            ).first()
+        if r is None:
+            return None
+        return StepRow(r[0], r[1], r[2], r[3], aware(r[4]), r[5])
+
+
+def run_info(r: Any) -> RunInfo:
+    """A ``flowkit_runs`` row as a :class:`~flowkit.RunInfo`."""
+    return RunInfo(**_record(RunInfo, r), status=RunStatus(r.status))
+
+
+def step_info(r: Any) -> StepInfo:
+    """A ``flowkit_steps`` row as a :class:`~flowkit.StepInfo`."""
+    return StepInfo(**_record(StepInfo, r), status=StepStatus(r.status))
+
+
+def _record(kind: Any, r: Any) -> dict[str, Any]:
+    """A record's fields from the row's columns of the same names, timestamps made aware.
+
+    The records declare only columns of their table, so one mapping serves both.
+    """
+    values = {f.name: getattr(r, f.name) for f in fields(kind) if f.name != "status"}
+    for name in ("started_at", "finished_at"):
+        values[name] = aware(values[name])
+    values["created_at"] = aware(values["created_at"]) or utcnow()
+    return values

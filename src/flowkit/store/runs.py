@@ -1,0 +1,378 @@
+"""The runtime's writes: submit a run, claim a step, record its outcome, recover.
+
+Each is one short transaction (on PostgreSQL the per-step claim and the common
+completions are one statement each) made of the guarded statements of
+:mod:`.transitions`, so a duplicate message or a concurrent worker can never
+record a step twice: the second guard matches no row and nothing changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..status import RunStatus, StepStatus
+from . import transitions as t
+from .db import Database, utcnow
+from .gates import maybe_end, move_gate, start_signal_wait
+from .guards import RUN_LIVE, STEP_PENDING
+from .limits import check as check_limits
+from .rows import NO_STOP, Claim, ClaimLimits, Delayed, DueStep, Gate, NewStep, Outcome
+from .schema import runs, steps
+
+__all__ = ["Created", "Recorded", "Runs"]
+
+# A message may arrive this early for its step's due time (clock skew, jitter).
+_EARLY = timedelta(milliseconds=500)
+
+
+@dataclass
+class Created:
+    """What :meth:`Runs.create` did: ``created`` is False when the key was known."""
+
+    run_id: str
+    created: bool
+    steps: list[NewStep] = field(default_factory=list)
+    timers: list[NewStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded outcome: the steps to publish, and whether it ended the run."""
+
+    ready: list[NewStep]
+    ended: bool = False
+
+
+class Runs:
+    """Runs and steps as the runtime changes them, over one :class:`~.db.Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- submit ----------------------------------------------------------------
+    def create(
+        self,
+        *,
+        run_id: str,
+        flow: str,
+        key: str | None,
+        input: Any,
+        first: Sequence[NewStep],
+        waiting: Sequence[NewStep] = (),
+        deadline_ms: int | None = None,
+        entry_waits: Sequence[Gate] = (),
+        priority: int | None = None,
+    ) -> Created:
+        """Insert a run and its first steps; with a known key, return the existing run.
+
+        ``entry_waits`` are entry steps that wait for a signal: their deadlines
+        start now, and the returned ``timers`` need wake-up messages.
+        """
+        now = utcnow()
+        deadline = None if deadline_ms is None else now + timedelta(milliseconds=deadline_ms)
+        try:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    runs.insert().values(
+                        id=run_id,
+                        flow=flow,
+                        key=key,
+                        status=RunStatus.PENDING.value,
+                        input=input,
+                        created_at=now,
+                        priority=priority,
+                        deadline_at=deadline,
+                    )
+                )
+                t.insert_steps(conn, run_id, first, now)
+                t.insert_steps(conn, run_id, waiting, now, status=StepStatus.WAITING)
+                timers = []
+                for gate in entry_waits:
+                    (step,) = [w for w in waiting if w.name == gate.name]
+                    timer = start_signal_wait(conn, run_id, step.id, gate, now, step.queue)
+                    if timer is not None:
+                        timers.append(timer)
+            return Created(run_id, True, list(first), timers)
+        except IntegrityError:
+            existing = None if key is None else self.find_by_key(flow, key)
+            if existing is None:  # no key, or the conflicting run was deleted
+                raise
+            return Created(existing, False)
+
+    def find_by_key(self, flow: str, key: str) -> str | None:
+        with self.db.transaction() as conn:
+            return conn.execute(
+                sa.select(runs.c.id).where(runs.c.flow == flow, runs.c.key == key)
+            ).scalar_one_or_none()
+
+    # -- the worker's hot path -------------------------------------------------
+    def claim(
+        self,
+        step_id: str,
+        message_id: str,
+        *,
+        lease_ms: int,
+        starts_run: bool,
+        limits: ClaimLimits | None = None,
+        redelivered: bool = True,
+    ) -> Claim | Delayed | None:
+        """Mark a step running for this message; ``None`` if it is not ours to run.
+
+        A ``queued`` step is claimed by whichever message comes first; a
+        ``running`` step only by a redelivery of the message that claimed it
+        (its worker died: the broker marks it ``redelivered``). Anything else is a
+        duplicate, including a second copy of the same message published twice.
+        A step over one of its ``limits`` is not claimed: :class:`Delayed` says
+        when to try again.
+        """
+        if limits is None and self.db.fast:
+            with self.db.autocommit(durable=False) as conn:
+                row = conn.execute(
+                    t.CLAIM_AND_START if starts_run else t.CLAIM,
+                    _claim_params(step_id, message_id, lease_ms, redelivered, utcnow(), None),
+                ).first()
+            return None if row is None else _claim(row)
+        with self.db.transaction() as conn:
+            # Read the clock once the transaction holds its locks, so start times
+            # (and the rate limits' log) are in the order the claims commit.
+            now = utcnow()
+            if limits is not None:
+                delayed, now = check_limits(conn, step_id, limits)
+                if delayed is not None:
+                    _put_off(conn, step_id, now + timedelta(milliseconds=delayed.ms))
+                    return delayed
+            key = limits.key if limits is not None else None
+            params = _claim_params(step_id, message_id, lease_ms, redelivered, now, key)
+            row = conn.execute(t.CLAIM, params).first()
+            if row is None:
+                return None
+            if starts_run:
+                t.start_run(conn, row.run_id, now)
+        return _claim(row)
+
+    def step_input(self, step_id: str) -> Any:
+        """A step's stored input (to compute its limit keys before claiming it)."""
+        with self.db.transaction() as conn:
+            return conn.execute(sa.select(steps.c.input).where(steps.c.id == step_id)).scalar()
+
+    def complete(
+        self, step_id: str, message_id: str, run_id: str, outcome: Outcome
+    ) -> Recorded | None:
+        """Record a step's outcome and queue what follows, atomically.
+
+        Returns the steps to publish and whether the run ended, or ``None``
+        (and changes nothing) if the step was already finished or its run is over.
+        """
+        now = utcnow()
+        params = _record_params(step_id, message_id, now, outcome)
+        if self.db.fast and (outcome.only_sink or outcome.only_successor):
+            return self._complete_fast(run_id, now, params, outcome)
+        with self.db.transaction() as conn:
+            if not t.record(conn, params):
+                t.cancel_if_run_over(conn, step_id, now)
+                return None
+            return _follow(conn, run_id, now, outcome)
+
+    def _complete_fast(
+        self, run_id: str, now: datetime, params: dict[str, Any], outcome: Outcome
+    ) -> Recorded | None:
+        """PostgreSQL: the two most common completions as one statement each."""
+        with self.db.autocommit() as conn:
+            if outcome.only_successor:
+                nxt = outcome.inserts[0]
+                params.update(
+                    nid=nxt.id,
+                    rid=run_id,
+                    nname=nxt.name,
+                    nitem=nxt.item,
+                    nqueue=nxt.queue,
+                    ninput=nxt.input,
+                    nsched=nxt.scheduled_at or now,
+                )
+                recorded = conn.execute(t.COMPLETE_WITH_SUCCESSOR, params).first() is not None
+                ended = False
+            else:
+                recorded, ended = (bool(n) for n in conn.execute(t.COMPLETE_AND_END, params).one())
+        if not recorded:
+            with self.db.transaction() as conn:
+                t.cancel_if_run_over(conn, params["sid"], now)
+            return None
+        if not ended and outcome.end is not None:
+            # Another step of the run is unexpectedly open: decide under its lock.
+            with self.db.transaction() as conn:
+                ended = maybe_end(conn, run_id, outcome.end, now)
+        return Recorded([*outcome.inserts], ended)
+
+    def schedule_retry(
+        self, step_id: str, error: dict[str, Any], due: datetime, usage: Any = None
+    ) -> bool:
+        """Put a failed attempt back to ``queued`` with its error, due at ``due``."""
+        with self.db.transaction() as conn:
+            return t.schedule_retry(conn, step_id, error, due, usage)
+
+    def fail(self, step_id: str, run_id: str, error: dict[str, Any], usage: Any = None) -> bool:
+        """Mark a step and its run ``failed`` with the error, atomically."""
+        now = utcnow()
+        with self.db.transaction() as conn:
+            if not t.fail_step(conn, step_id, error, now, usage):
+                return False
+            t.skip_pending(conn, run_id, now)
+            t.finish_run(conn, run_id, RunStatus.FAILED, now, error=error)
+        return True
+
+    def queued_steps(self, run_id: str, names: Sequence[str]) -> list[tuple[str, str, str]]:
+        """``(id, name, queue)`` of the run's still-queued steps among ``names``."""
+        if not names:
+            return []
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                sa.select(steps.c.id, steps.c.name, steps.c.queue).where(
+                    steps.c.run_id == run_id,
+                    steps.c.name.in_(list(names)),
+                    steps.c.status == StepStatus.QUEUED.value,
+                )
+            ).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- recovery --------------------------------------------------------------
+    def due_steps(
+        self, *, older_than: float, limit: int = 1000, all_running: bool = False
+    ) -> list[DueStep]:
+        """Queued steps due for ``older_than`` seconds, and running steps past their lease.
+
+        Running steps past their lease go back to ``queued`` so a new message
+        may claim them. ``all_running`` treats every running step as abandoned:
+        right for an embedded (in-process) broker starting up, when no other
+        process can be running them.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
+        lease_cutoff = datetime.max.replace(tzinfo=timezone.utc) if all_running else now
+        with self.db.transaction() as conn:
+            rows = conn.execute(_due(cutoff, lease_cutoff, limit)).all()
+            expired = [r.id for r in rows if r.status == StepStatus.RUNNING.value]
+            if expired:
+                t.requeue_expired(conn, expired, lease_cutoff)
+        waiting, queued = StepStatus.WAITING.value, StepStatus.QUEUED.value
+        return [
+            DueStep(
+                r.id,
+                r.run_id,
+                r.name,
+                r.queue,
+                r.flow,
+                r.key,
+                waiting if r.status == waiting else queued,
+                r.priority,
+            )
+            for r in rows
+        ]
+
+
+def _claim_params(
+    step_id: str,
+    message_id: str,
+    lease_ms: int,
+    redelivered: bool,
+    now: datetime,
+    limit_key: str | None,
+) -> dict[str, Any]:
+    return {
+        "sid": step_id,
+        "mid": message_id,
+        "now": now,
+        "early": now + _EARLY,
+        "redelivered": redelivered,
+        "lease": now + timedelta(milliseconds=lease_ms),
+        "lkey": limit_key,
+    }
+
+
+def _claim(row: Any) -> Claim:
+    return Claim(row.run_id, row.name, row.attempts, row.input, row.item, row.usage)
+
+
+def _put_off(conn: Connection, step_id: str, due: datetime) -> None:
+    # The row says when it is due, so the recovery sweep does not mistake a
+    # step waiting for its slot for a lost one.
+    conn.execute(
+        steps.update()
+        .where(steps.c.id == step_id, steps.c.status == StepStatus.QUEUED.value)
+        .values(scheduled_at=due)
+    )
+
+
+def _record_params(
+    step_id: str, message_id: str, now: datetime, outcome: Outcome
+) -> dict[str, Any]:
+    status = StepStatus.FAILED if outcome.failed else StepStatus.SUCCEEDED
+    return {
+        "sid": step_id,
+        "mid": message_id,
+        "now": now,
+        "status": status.value,
+        "output": outcome.output,
+        "error": outcome.failed,
+        "usage": outcome.usage,
+    }
+
+
+def _follow(conn: Connection, run_id: str, now: datetime, outcome: Outcome) -> Recorded:
+    """What a recorded outcome starts: successors, joins, the run's end."""
+    t.insert_steps(conn, run_id, outcome.inserts, now)
+    ready = [*outcome.inserts]
+    for gate in outcome.gates:
+        opened = move_gate(conn, run_id, gate, now)
+        if opened is not None:
+            ready.append(opened)
+    if outcome.skipped:
+        t.insert_skipped(conn, run_id, outcome.skipped, now)
+    if outcome.stop is not NO_STOP:
+        t.skip_pending(conn, run_id, now)
+        reason = (outcome.stop_reason or "stopped")[:500]
+        ended = t.finish_run(
+            conn, run_id, RunStatus.SUCCEEDED, now, output=outcome.stop, stop_reason=reason
+        )
+        return Recorded(ready, ended)
+    if outcome.end is not None and not ready:
+        return Recorded(ready, maybe_end(conn, run_id, outcome.end, now))
+    return Recorded(ready)
+
+
+def _due(cutoff: datetime, lease_cutoff: datetime, limit: int) -> Any:
+    return (
+        sa.select(
+            steps.c.id,
+            steps.c.run_id,
+            steps.c.name,
+            steps.c.queue,
+            steps.c.status,
+            runs.c.flow,
+            runs.c.key,
+            runs.c.priority,
+        )
+        .join(runs, runs.c.id == steps.c.run_id)
+        .where(
+            runs.c.status.in_(RUN_LIVE),
+            sa.or_(
+                sa.and_(
+                    # queued and due; or waiting for a signal past its deadline
+                    steps.c.status.in_(STEP_PENDING),
+                    steps.c.scheduled_at <= cutoff,
+                ),
+                sa.and_(
+                    steps.c.status == StepStatus.RUNNING.value,
+                    steps.c.lease_until < lease_cutoff,
+                ),
+            ),
+        )
+        .order_by(steps.c.scheduled_at)
+        .limit(limit)
+    )

@@ -1,0 +1,53 @@
+"""``Store``: flowkit's database, composed of one part per job over one connection pool."""
+
+from __future__ import annotations
+
+from .control import Control
+from .db import Database
+from .deadletters import DeadLetters
+from .llmcache import LLMCache
+from .migrate import check_schema, ensure_schema
+from .reads import Reads
+from .runs import Runs
+
+__all__ = ["Store"]
+
+
+class Store(Reads):
+    """flowkit's database: runs and steps, on SQLite or PostgreSQL.
+
+    The read queries (:class:`~.reads.Reads`) are its own methods; the writes
+    are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
+    (signals, cancel, deadlines, redrive), :attr:`dead_letters` and
+    :attr:`llm_cache`. Every part shares one :class:`~.db.Database`.
+
+    Parameters:
+        url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
+        pool_size: connections kept open; size it to the worker threads.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        db = Database(url, pool_size=pool_size)
+        super().__init__(db)
+        self.url = url
+        self.dialect = db.dialect
+        #: submit, claim, complete, fail, retry, recover (see :mod:`.runs`)
+        self.runs = Runs(db)
+        #: signals, waits, cancel, deadlines and redrive (see :mod:`.control`)
+        self.control = Control(db)
+        #: messages that could not run, with their reason (see :mod:`.deadletters`)
+        self.dead_letters = DeadLetters(db)
+        #: the LLM response cache (see :mod:`.llmcache`)
+        self.llm_cache = LLMCache(db)
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade the schema if needed (see :func:`.migrate.ensure_schema`)."""
+        ensure_schema(self.db.sql)
+
+    def check_schema(self) -> None:
+        """Fail clearly unless the schema is exactly this flowkit's."""
+        check_schema(self.db.sql)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.db.dispose()

@@ -1,0 +1,469 @@
+"""The state machine of runs and steps: each guard defined once, every guarded statement.
+
+Every change of a run's or a step's status in flowkit is one of the statements
+below, guarded by the status it starts from (``UPDATE … WHERE status IN (…)``),
+so a duplicate message, a concurrent worker or a late completion matches no row
+and changes nothing. The statements are built once, with bound parameters; the
+hot path's one-round-trip variants (PostgreSQL CTEs) are built from the same
+pieces, not copied.
+
+The guards (:mod:`.guards`) say which statuses a statement may start from.
+
+Steps (status and event → next status, by which statement):
+
+===========  ===============================  ==============  ==============================
+from         event                            to              statement
+===========  ===============================  ==============  ==============================
+(new)        submitted / planned              queued          inserted by :mod:`.runs`
+(new)        a join or signal wait planned    waiting         inserted with ``pending``
+queued       message claims it                running         :data:`CLAIM`
+running      redelivery of its own message    running         :data:`CLAIM` (takeover)
+live         function returned                succeeded       :func:`record` (or a CTE variant)
+live         settled item failed for good     failed          :func:`record`
+live         attempt failed, retries left     queued          :func:`schedule_retry`
+live         attempt failed for good          failed          :func:`fail_step`
+live         run already over                 cancelled       :func:`cancel_if_run_over`
+running      lease passed (worker gone)       queued          :func:`requeue_expired`
+waiting      counter moved                    waiting         :func:`move_counter`
+waiting      counter reached zero             queued          :func:`open_step`
+waiting      signal wait timed out            queued/failed   :func:`open_step`, :func:`fail_wait`
+pending      run ends                         skipped         :func:`skip_pending`
+pending      run cancelled or timed out       cancelled       :func:`skip_pending`
+finished     redrive                          queued / gone   :func:`requeue_items`, deleted
+===========  ===============================  ==============  ==============================
+
+Runs:
+
+=========  ==============================  =========  ====================================
+from       event                           to         statement
+=========  ==============================  =========  ====================================
+(new)      submitted                       pending    inserted by :mod:`.runs`
+pending    first step claimed              running    :data:`CLAIM_AND_START`, :func:`start_run`
+live       only a signal is missing        waiting    :func:`run_waits`
+waiting    the signal (or its timeout)     running    :func:`run_resumes`
+live       last step succeeded or Stop     succeeded  :func:`finish_run`, :data:`COMPLETE_AND_END`
+live       a step failed for good          failed     :func:`finish_run`
+live       cancel                          cancelled  :func:`finish_run`
+live       deadline passed                 timed_out  :func:`finish_run`
+finished   redrive                         running    :func:`restart_run`
+=========  ==============================  =========  ====================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .._ids import new_id
+from ..status import RunStatus, StepStatus
+from .guards import (
+    RUN_LIVE,
+    STEP_LIVE,
+    STEP_OPEN,
+    STEP_PENDING,
+    bind,
+    const,
+    run_is_live,
+    status_in,
+)
+from .rows import NewStep
+from .schema import JSONType, Timestamp, runs, steps
+
+__all__ = [
+    "CLAIM",
+    "CLAIM_AND_START",
+    "COMPLETE_AND_END",
+    "COMPLETE_WITH_SUCCESSOR",
+    "cancel_if_run_over",
+    "fail_step",
+    "fail_wait",
+    "finish_run",
+    "insert_skipped",
+    "insert_steps",
+    "move_counter",
+    "open_step",
+    "record",
+    "requeue_expired",
+    "requeue_items",
+    "restart_run",
+    "run_resumes",
+    "run_waits",
+    "schedule_retry",
+    "skip_pending",
+    "start_run",
+]
+
+_Q, _R, _W = StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.WAITING
+_NOW = bind("now", Timestamp)
+_SID = bind("sid")
+_MID = bind("mid")
+_RID = bind("rid")
+
+
+def _step(*guard: sa.ColumnElement[bool]) -> Any:
+    return steps.update().where(steps.c.id == _SID, *guard)
+
+
+def _run(*guard: sa.ColumnElement[bool]) -> Any:
+    return runs.update().where(runs.c.id == _RID, *guard)
+
+
+# -- claim ------------------------------------------------------------------------
+CLAIM = (
+    _step(
+        run_is_live(_NOW),
+        # The row decides when a timer is due; an early message is re-sent.
+        sa.or_(steps.c.scheduled_at.is_(None), steps.c.scheduled_at <= bind("early", Timestamp)),
+        sa.or_(
+            steps.c.status == const(_Q.value),
+            sa.and_(
+                steps.c.status == const(_R.value),
+                steps.c.claimed_by == _MID,
+                bind("redelivered", sa.Boolean),
+            ),
+        ),
+    )
+    .values(
+        status=const(_R.value),
+        attempts=steps.c.attempts + sa.literal_column("1"),
+        claimed_by=_MID,
+        started_at=_NOW,
+        lease_until=bind("lease", Timestamp),
+        limit_key=bind("lkey"),
+    )
+    .returning(
+        steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item, steps.c.usage
+    )
+)
+"""queued → running (or a takeover by its own redelivered message)."""
+
+_START = runs.update().values(status=const(RunStatus.RUNNING.value), started_at=_NOW)
+_CLAIMED = CLAIM.cte("claimed")
+#: :data:`CLAIM`, and the run pending → running, in one statement (PostgreSQL:
+#: a data-modifying CTE runs to completion even if nothing reads it).
+CLAIM_AND_START = sa.select(_CLAIMED).add_cte(
+    _START.where(
+        runs.c.id == sa.select(_CLAIMED.c.run_id).scalar_subquery(),
+        runs.c.status == const(RunStatus.PENDING.value),
+    )
+    .returning(runs.c.id)
+    .cte("started")
+)
+_START_RUN = _START.where(runs.c.id == _RID, runs.c.status == const(RunStatus.PENDING.value))
+
+
+def start_run(conn: Connection, run_id: str, now: datetime) -> None:
+    """pending → running (an entry step was claimed)."""
+    conn.execute(_START_RUN, {"rid": run_id, "now": now})
+
+
+# -- a step's outcome -------------------------------------------------------------
+_RECORD = _step(status_in(steps.c.status, STEP_LIVE), run_is_live(_NOW)).values(
+    status=bind("status"),
+    output=bind("output", JSONType),
+    error=bind("error", JSONType),
+    claimed_by=_MID,
+    finished_at=_NOW,
+    lease_until=sa.null(),
+    usage=bind("usage", JSONType),
+)
+
+
+def record(conn: Connection, params: dict[str, Any]) -> bool:
+    """live → succeeded / failed with its output or error, if its run is live."""
+    return bool(conn.execute(_RECORD, params).rowcount == 1)
+
+
+_DONE = _RECORD.returning(steps.c.run_id).cte("done")
+_NEW_STEP = ["id", "run_id", "name", "item", "status", "queue", "attempts", "input"]
+#: :func:`record`, and the one successor inserted ``queued`` if it matched: one statement.
+COMPLETE_WITH_SUCCESSOR = (
+    steps.insert()
+    .from_select(
+        [*_NEW_STEP, "created_at", "scheduled_at"],
+        sa.select(
+            bind("nid"),
+            bind("rid"),
+            bind("nname"),
+            bind("nitem", sa.Integer),
+            const(_Q.value),
+            bind("nqueue"),
+            sa.literal_column("0"),
+            bind("ninput", JSONType),
+            _NOW,
+            bind("nsched", Timestamp),
+        ).select_from(_DONE),
+    )
+    .returning(steps.c.id)
+)
+_ENDED = (
+    runs.update()
+    .where(
+        runs.c.id == sa.select(_DONE.c.run_id).scalar_subquery(),
+        status_in(runs.c.status, RUN_LIVE),
+        # Every CTE sees the same snapshot, where this step is still live.
+        ~sa.exists().where(
+            steps.c.run_id == runs.c.id,
+            status_in(steps.c.status, STEP_OPEN),
+            steps.c.id != _SID,
+        ),
+    )
+    .values(
+        status=const(RunStatus.SUCCEEDED.value),
+        output=bind("output", JSONType),
+        error=bind("error", JSONType),
+        finished_at=_NOW,
+    )
+    .returning(runs.c.id)
+    .cte("ended")
+)
+#: :func:`record` the only sink, and end its run succeeded with that output if no
+#: other step is open: ``(recorded, ended)`` counts in one statement.
+COMPLETE_AND_END = sa.select(
+    sa.select(sa.func.count()).select_from(_DONE).scalar_subquery(),
+    sa.select(sa.func.count()).select_from(_ENDED).scalar_subquery(),
+)
+
+_RETRY = _step(status_in(steps.c.status, STEP_LIVE)).values(
+    status=const(_Q.value),
+    error=bind("error", JSONType),
+    scheduled_at=bind("due", Timestamp),
+    lease_until=sa.null(),
+    usage=bind("usage", JSONType),
+)
+
+
+def schedule_retry(conn: Connection, step_id: str, error: Any, due: datetime, usage: Any) -> bool:
+    """live → queued, due at ``due``, with the attempt's error."""
+    params = {"sid": step_id, "error": error, "due": due, "usage": usage}
+    return bool(conn.execute(_RETRY, params).rowcount == 1)
+
+
+_FAIL = _step(status_in(steps.c.status, STEP_LIVE)).values(
+    status=const(StepStatus.FAILED.value),
+    error=bind("error", JSONType),
+    finished_at=_NOW,
+    lease_until=sa.null(),
+    usage=bind("usage", JSONType),
+)
+
+
+def fail_step(conn: Connection, step_id: str, error: Any, now: datetime, usage: Any) -> bool:
+    """live → failed (its final attempt)."""
+    params = {"sid": step_id, "error": error, "now": now, "usage": usage}
+    return bool(conn.execute(_FAIL, params).rowcount == 1)
+
+
+_CANCEL_LATE = _step(status_in(steps.c.status, STEP_LIVE), ~run_is_live(_NOW)).values(
+    status=const(StepStatus.CANCELLED.value), finished_at=_NOW, lease_until=sa.null()
+)
+
+
+def cancel_if_run_over(conn: Connection, step_id: str, now: datetime) -> None:
+    """live → cancelled: a step finishing after its run ended (cancelled, timed out)."""
+    conn.execute(_CANCEL_LATE, {"sid": step_id, "now": now})
+
+
+def requeue_expired(conn: Connection, ids: list[str], cutoff: datetime) -> None:
+    """running → queued for steps whose lease passed ``cutoff`` (their worker is gone)."""
+    conn.execute(
+        steps.update()
+        .where(
+            steps.c.id.in_(ids),
+            steps.c.status == _R.value,
+            steps.c.lease_until < cutoff,
+        )
+        .values(status=_Q.value, lease_until=None)
+    )
+
+
+# -- joins and signal waits ---------------------------------------------------------
+_MOVE = (
+    steps.update()
+    .where(steps.c.run_id == _RID, steps.c.name == bind("gname"), steps.c.status == const(_W.value))
+    .values(pending=steps.c.pending + bind("delta", sa.Integer))
+    .returning(steps.c.id, steps.c.pending, steps.c.queue)
+)
+
+
+def move_counter(conn: Connection, run_id: str, name: str, delta: int) -> Any:
+    """waiting → waiting, its counter moved: ``(id, pending, queue)``, or ``None``."""
+    return conn.execute(_MOVE, {"rid": run_id, "gname": name, "delta": delta}).first()
+
+
+def open_step(
+    conn: Connection, step_id: str, payload: Any, now: datetime, *, only_signal_left: bool = False
+) -> Any:
+    """waiting → queued with its gathered input: ``(queue,)``, or ``None`` if not waiting.
+
+    ``only_signal_left``: a signal wait that timed out, still waiting only for its signal.
+    """
+    guard = [steps.c.id == step_id, steps.c.status == _W.value]
+    if only_signal_left:
+        guard.append(steps.c.pending == 1)
+    return conn.execute(
+        steps.update()
+        .where(*guard)
+        .values(status=_Q.value, input=payload, scheduled_at=now, pending=0)
+        .returning(steps.c.queue)
+    ).first()
+
+
+def fail_wait(conn: Connection, step_id: str, error: Any, now: datetime) -> bool:
+    """waiting → failed: a signal wait passed its deadline."""
+    res = conn.execute(
+        steps.update()
+        .where(steps.c.id == step_id, steps.c.status == _W.value)
+        .values(status=StepStatus.FAILED.value, error=error, finished_at=now)
+    )
+    return bool(res.rowcount == 1)
+
+
+def skip_pending(
+    conn: Connection, run_id: str, now: datetime, status: StepStatus = StepStatus.SKIPPED
+) -> None:
+    """queued / waiting → skipped (or cancelled): the run is ending."""
+    conn.execute(
+        steps.update()
+        .where(steps.c.run_id == run_id, steps.c.status.in_(STEP_PENDING))
+        .values(status=status.value, finished_at=now, lease_until=None)
+    )
+
+
+def requeue_items(conn: Connection, run_id: str, name: str, now: datetime) -> None:
+    """A redrive: the items of ``name`` that did not succeed → queued, as new."""
+    conn.execute(
+        steps.update()
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.name == name,
+            steps.c.status != StepStatus.SUCCEEDED.value,
+        )
+        .values(
+            status=_Q.value,
+            attempts=0,
+            error=None,
+            claimed_by=None,
+            scheduled_at=now,
+            started_at=None,
+            finished_at=None,
+            lease_until=None,
+        )
+    )
+
+
+# -- runs -------------------------------------------------------------------------
+def finish_run(
+    conn: Connection,
+    run_id: str,
+    status: RunStatus,
+    now: datetime,
+    *,
+    output: Any = None,
+    error: Any = None,
+    stop_reason: str | None = None,
+) -> bool:
+    """live → succeeded / failed / cancelled / timed_out; ``False`` if already over."""
+    res = conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.status.in_(RUN_LIVE))
+        .values(
+            status=status.value,
+            output=output,
+            error=error,
+            stop_reason=stop_reason,
+            finished_at=now,
+        )
+    )
+    return bool(res.rowcount == 1)
+
+
+def run_waits(conn: Connection, run_id: str) -> None:
+    """live → waiting: only a signal is missing."""
+    conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.status.in_(RUN_LIVE))
+        .values(status=RunStatus.WAITING.value)
+    )
+
+
+def run_resumes(conn: Connection, run_id: str) -> None:
+    """waiting → running: the signal came, or its wait timed out."""
+    conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.status == RunStatus.WAITING.value)
+        .values(status=RunStatus.RUNNING.value)
+    )
+
+
+def restart_run(conn: Connection, run_id: str) -> None:
+    """finished → running: a redrive (the caller checked, under the row lock, that it ended)."""
+    conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id)
+        .values(
+            status=RunStatus.RUNNING.value,
+            error=None,
+            output=None,
+            stop_reason=None,
+            finished_at=None,
+        )
+    )
+
+
+# -- new rows ---------------------------------------------------------------------
+def insert_steps(
+    conn: Connection,
+    run_id: str,
+    new: Sequence[NewStep],
+    now: datetime,
+    status: StepStatus = StepStatus.QUEUED,
+) -> None:
+    """(new) → queued (due now unless the row says later), or waiting with its counter."""
+    if not new:
+        return
+    queued = status is StepStatus.QUEUED
+    conn.execute(
+        steps.insert(),
+        [
+            {
+                "id": s.id,
+                "run_id": run_id,
+                "name": s.name,
+                "item": s.item,
+                "status": status.value,
+                "queue": s.queue,
+                "attempts": 0,
+                "input": s.input,
+                "created_at": now,
+                "scheduled_at": (s.scheduled_at or now) if queued else s.scheduled_at,
+                "pending": s.pending,
+            }
+            for s in new
+        ],
+    )
+
+
+def insert_skipped(conn: Connection, run_id: str, names: Sequence[str], now: datetime) -> None:
+    """(new) → skipped: the steps a Stop never let start, for the timeline."""
+    conn.execute(
+        steps.insert(),
+        [
+            {
+                "id": new_id(),
+                "run_id": run_id,
+                "name": name,
+                "status": StepStatus.SKIPPED.value,
+                "queue": "",
+                "attempts": 0,
+                # Distinct times keep the timeline in flow order.
+                "created_at": now + timedelta(microseconds=i + 1),
+                "finished_at": now,
+            }
+            for i, name in enumerate(names)
+        ],
+    )
