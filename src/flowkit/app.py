@@ -1,35 +1,39 @@
-"""``App``: the one object that binds flows to a broker and a store, and ``Run`` handles."""
+"""``App``: the front that wires flows, a broker, a store and an Engine together.
+
+Like httpx's ``Client`` wiring a transport, it builds the parts on first use
+(:mod:`flowkit.store`, a broker and its :mod:`~flowkit.runtime.publisher`, the
+:class:`~flowkit.runtime.engine.Engine`, the actors) and hands them to each
+other; the runtime never reaches back into it.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
-
+from ._types import parse_duration_ms
 from .config import Settings, mask_url
 from .errors import (
     ConfigurationError,
     EventNotSubscribed,
     FlowDefinitionError,
     FlowNotFound,
-    ResultTimeout,
-    RunError,
-    RunFailed,
     RunNotFound,
 )
 from .flows import Flow
+from .names import validate_name
 from .observability import Observer, Observers
-from .records import RunInfo, StepInfo
+from .payloads import PayloadLimits
+from .records import RunInfo
+from .run import Finishes, Run, check_submit
 from .status import RunStatus
 
 if TYPE_CHECKING:
     import dramatiq
 
+    from .runtime.embedded import EmbeddedWorker
     from .runtime.engine import Engine
     from .store import Store
 
@@ -37,7 +41,6 @@ __all__ = ["App", "Run"]
 
 log = logging.getLogger("flowkit")
 
-_APP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 DEFAULT_THREADS = 8
 
 
@@ -80,6 +83,8 @@ class App:
             or 1 MiB).
         max_payload_depth: the deepest nesting of lists and objects in a payload
             (default ``$FLOWKIT_MAX_PAYLOAD_DEPTH`` or 32).
+        timer_hop: the longest one timer message waits in the broker (``"10m"``,
+            the default); a longer timer is re-sent in hops of this length.
 
     Raises:
         FlowDefinitionError: two flows share a name, or a flow belongs to another App.
@@ -103,10 +108,9 @@ class App:
         signing_key: str | Sequence[str] | None = None,
         max_payload_bytes: int | None = None,
         max_payload_depth: int | None = None,
+        timer_hop: str | float | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _APP_NAME.match(name):
-            raise FlowDefinitionError(f"App name {name!r} is not valid")
-        self.name = name
+        self.name = validate_name(name, what="App name")
         self._flows: dict[str, Flow] = {}
         for flow in flows:
             if not isinstance(flow, Flow):
@@ -135,14 +139,16 @@ class App:
         #: USD per million tokens, ``{model: (prompt, completion)}``, for cost on steps
         self.llm_prices = dict(llm_prices or {})
         self.threads = threads
+        self.timer_hop_ms = parse_duration_ms(timer_hop, what=f"App {name!r} timer_hop")
         self._embedded_worker = embedded_worker
         self._settings: Settings | None = None
         self._store: Store | None = None
         self._broker: dramatiq.Broker | None = None
         self._engine: Engine | None = None
-        self._worker: dramatiq.Worker | None = None
+        self._worker: EmbeddedWorker | None = None
         self._lock = threading.RLock()
-        self._finished = threading.Condition()
+        #: wakes ``Run.wait`` when this process finishes a run
+        self.finishes = Finishes()
 
     # -- configuration ---------------------------------------------------------
     @property
@@ -192,8 +198,6 @@ class App:
                 self._database_url = database_url
             if threads is not None:
                 self.threads = threads
-            if embedded_worker is not None:
-                self._embedded_worker = embedded_worker
             self._settings = None
 
     @property
@@ -215,7 +219,7 @@ class App:
         """The store, opened (and its schema created or upgraded) on first use."""
         with self._lock:
             if self._store is None:
-                from .store import Store
+                from .store import Store  # SQLAlchemy loads with the first store
 
                 store = Store(self.settings.database_url, pool_size=self.threads + 2)
                 try:
@@ -229,29 +233,47 @@ class App:
     @property
     def broker(self) -> dramatiq.Broker:
         """The Dramatiq broker, with one actor per step of every flow."""
-        return self.engine.broker
+        self.engine  # noqa: B018 - opens the broker and declares the actors
+        assert self._broker is not None
+        return self._broker
 
     @property
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                from .runtime.actors import declare_actors
-                from .runtime.brokers import create_broker, secure_process, set_dead_letter_recorder
-                from .runtime.engine import Engine
-
-                store = self.store
-                broker = create_broker(self.settings.broker_url, max_priority=self.max_priority)
-                set_dead_letter_recorder(broker, store.dead_letters.record)
-                secure_process(self.settings)
-                engine = Engine(self, store, broker)
-                declare_actors(engine, self.flows)
-                self._broker = broker
-                self._engine = engine
+                self._engine, self._broker = self._build_engine()
             return self._engine
+
+    def _build_engine(self) -> tuple[Engine, dramatiq.Broker]:
+        # The runtime loads on first use: commands that only read the database
+        # start without importing Dramatiq's brokers and workers.
+        from .runtime.actors import declare_actors
+        from .runtime.brokers import create_broker, secure_process, set_dead_letter_recorder
+        from .runtime.engine import Engine
+        from .runtime.publisher import MAX_HOP_MS, publisher_for
+
+        store = self.store
+        broker = create_broker(self.settings.broker_url, max_priority=self.max_priority)
+        set_dead_letter_recorder(broker, store.dead_letters.record)
+        secure_process(self.settings)
+        graphs = [f.compile() for f in self.flows]
+        engine = Engine(
+            graphs,
+            store,
+            publisher_for(broker, max_hop_ms=self.timer_hop_ms or MAX_HOP_MS),
+            limits=PayloadLimits.of(self.settings),
+            observers=self.observers,
+            on_finished=self.finishes.notify,
+            context_app=self,
+            llm_model=self.llm_model,
+            llm_prices=self.llm_prices,
+        )
+        declare_actors(engine, broker, graphs)
+        return engine, broker
 
     def queues(self) -> set[str]:
         """Every queue a step of this App's flows is sent to."""
-        return set().union(*(f.queues() for f in self.flows)) if self._flows else set()
+        return set().union(*(f.compile().queues() for f in self.flows)) if self._flows else set()
 
     def signal(self, run_id: str, name: str, data: Any = None) -> bool:
         """Deliver signal ``name`` with payload ``data`` to a run.
@@ -286,7 +308,7 @@ class App:
                 ``from_step`` was given.
             NotFoundError: ``from_step`` is not a step of the run's flow.
         """
-        from .runtime.redrive import redrive
+        from .runtime.redrive import redrive  # the runtime loads on first use
 
         names = redrive(self.engine, run_id, from_step)
         self._maybe_start_embedded()
@@ -333,20 +355,10 @@ class App:
             StoreError: the database is unavailable.
         """
         f = self._resolve(flow)
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
-            raise ConfigurationError("key must be a non-empty string of at most 255 characters")
-        if priority is not None and (
-            self.max_priority is None
-            or not isinstance(priority, int)
-            or not 0 <= priority <= self.max_priority
-        ):
-            raise ConfigurationError(
-                f"priority must be an integer in 0..max_priority ({self.max_priority}); "
-                "enable priorities with App(max_priority=N)"
-            )
+        check_submit(key, priority, self.max_priority)
         engine = self.engine
         self._maybe_start_embedded()
-        run_id, created = engine.submit(f, input, key=key, priority=priority)
+        run_id, created = engine.submit(engine.flow(f.name), input, key=key, priority=priority)
         return Run(self, run_id, f.name, created=created)
 
     def emit(self, event: str, payload: Any, *, key: str | None = None) -> list[Run]:
@@ -375,7 +387,8 @@ class App:
                 f"(events: {', '.join(known) or 'none'})"
             )
         engine = self.engine
-        payloads = [(f, engine.validate_input(f, payload)) for f in flows]
+        graphs = [engine.flow(f.name) for f in flows]
+        payloads = [(g, engine.validate_input(g, payload)) for g in graphs]
         self._maybe_start_embedded()
         runs = []
         for f, data in payloads:
@@ -432,7 +445,7 @@ class App:
         embedded = self._embedded_worker
         if embedded is None:
             embedded = self.settings.embedded
-        if embedded and self._worker is None:
+        if embedded and (self._worker is None or not self._worker.running):
             self.start_worker()
 
     def start_worker(
@@ -444,39 +457,19 @@ class App:
         worker`` runs the same thing in dedicated processes. Every worker also
         serves flowkit's control queue (run deadlines).
         """
-        import dramatiq
-
-        from .runtime.engine import CONTROL_QUEUE
+        from .runtime.embedded import EmbeddedWorker  # the runtime loads on first use
 
         with self._lock:
-            if self._worker is not None:
-                return self._worker
-            broker = self.broker
-            worker = dramatiq.Worker(
-                broker,
-                queues={*queues, CONTROL_QUEUE} if queues else None,
-                worker_threads=threads or self.threads,
-                # How often idle threads wake up, which bounds how long a stop
-                # takes; in-process queues are cheap to poll.
-                worker_timeout=100 if self.settings.embedded else 1000,
-            )
-            if self.settings.embedded:
-                # The StubBroker lists its delay queues among its queues, so the
-                # Worker consumes them with the small prefetch of ordinary queues;
-                # timers (signal waits, delays) would then block one another.
-                worker.queue_prefetch = 65535
-            worker.start()
-            self._worker = worker
-            return worker
+            if self._worker is None:
+                self._worker = EmbeddedWorker(self.broker, in_process=self.settings.embedded)
+            return self._worker.start(queues=queues, threads=threads or self.threads)
 
     def stop_worker(self, *, timeout: float = 30.0) -> None:
         """Stop the in-process worker, letting running steps finish within ``timeout``."""
         with self._lock:
             worker, self._worker = self._worker, None
         if worker is not None:
-            from .runtime.shutdown import stop_worker
-
-            stop_worker(worker, timeout)
+            worker.stop(timeout)
 
     def close(self) -> None:
         """Stop the in-process worker and close broker and database connections."""
@@ -494,125 +487,13 @@ class App:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- waiting ---------------------------------------------------------------
-    def _notify_finished(self, run_id: str, *, flow: str = "", status: str = "") -> None:
-        if status:
-            self.observers.emit("run_finished", flow=flow, status=status)
-        with self._finished:
-            self._finished.notify_all()
-
-    def _wait_finished(self, seconds: float) -> None:
-        with self._finished:
-            self._finished.wait(seconds)
-
     def __repr__(self) -> str:
         return f"<App {self.name} flows={list(self._flows)}>"
 
 
-class Run:
-    """A handle on one run: its status, result and timeline.
+def _default_app(flow: Flow) -> App:
+    """The App of a flow submitted without one: named after it, on the default URLs."""
+    return App(flow.name, flows=[flow])
 
-    .. versionadded:: 0.1
-    """
 
-    def __init__(self, app: App, run_id: str, flow: str, *, created: bool) -> None:
-        self.app = app
-        #: the run's id
-        self.id = run_id
-        #: the name of the run's flow
-        self.flow = flow
-        #: whether the submit that returned this handle created the run
-        #: (``False`` when an existing run was found by its key).
-        self.created = created
-
-    def info(self) -> RunInfo:
-        """The run as stored now.
-
-        Raises:
-            RunNotFound: the run was deleted.
-        """
-        info = self.app.store.get_run(self.id)
-        if info is None:
-            raise RunNotFound(f"no run {self.id!r}")
-        return info
-
-    def status(self) -> RunStatus:
-        """The run's status now."""
-        state = self.app.store.run_state(self.id)
-        if state is None:
-            raise RunNotFound(f"no run {self.id!r}")
-        return RunStatus(state[0])
-
-    def steps(self) -> list[StepInfo]:
-        """The run's timeline: one record per step (and per fanned-out item)."""
-        return self.app.store.get_steps(self.id)
-
-    def signal(self, name: str, data: Any = None) -> bool:
-        """Deliver a signal to this run; see :meth:`App.signal`."""
-        return self.app.signal(self.id, name, data)
-
-    def cancel(self) -> bool:
-        """Cancel this run; see :meth:`App.cancel`."""
-        return self.app.cancel(self.id)
-
-    def retry(self, *, from_step: str | None = None) -> list[str]:
-        """Re-run this finished run from its failed step; see :meth:`App.retry`."""
-        return self.app.retry(self.id, from_step=from_step)
-
-    def wait(self, timeout: float | None = None) -> RunStatus:
-        """Block until the run reaches a terminal status; return it.
-
-        Raises:
-            ResultTimeout: not finished within ``timeout`` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            status = self.status()
-            if status.terminal:
-                return status
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ResultTimeout(f"run {self.id} is still {status.value} after {timeout:g}s")
-                pause = min(pause, left)
-            # Woken at once when this process finishes a run; otherwise the
-            # pause grows so a run finished by another process is seen soon.
-            self.app._wait_finished(pause)
-            pause = min(pause * 2, 0.25)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the run and return its result, typed as the flow's output.
-
-        A run ended early by :class:`~flowkit.Stop` returns ``Stop.output``.
-
-        Raises:
-            RunFailed: the run failed; carries the recorded error and traceback.
-            RunError: the run was cancelled or timed out.
-            ResultTimeout: not finished within ``timeout`` seconds.
-        """
-        status = self.wait(timeout)
-        state = self.app.store.run_state(self.id)
-        assert state is not None
-        _, output, error, stop_reason = state
-        if status is RunStatus.SUCCEEDED:
-            if stop_reason is not None:
-                return output  # ended early by Stop: its own value, as stored
-            flow = self.app.flow(self.flow)
-            try:
-                return TypeAdapter(flow.output_type).validate_python(output)
-            except ValidationError:  # pragma: no cover - stored by this flow's own output type
-                return output
-        if status is RunStatus.FAILED:
-            err = error or {}
-            raise RunFailed(
-                self.id,
-                step=err.get("step"),
-                error_type=err.get("type", "Error"),
-                error_message=err.get("message", ""),
-                traceback=err.get("traceback"),
-            )
-        raise RunError(f"run {self.id} ended {status.value}")
-
-    def __repr__(self) -> str:
-        return f"<Run {self.id} flow={self.flow}>"
+Flow.default_app = _default_app

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Context"]
+__all__ = ["Context", "LLMCachePort"]
+
+
+class LLMCachePort(Protocol):
+    """Where :mod:`flowkit.llm` keeps model responses (the store's ``llm_cache``)."""
+
+    def get(self, key: str) -> tuple[Any, int, int] | None:
+        """``(response, prompt_tokens, completion_tokens)`` cached under ``key``."""
+
+    def put(
+        self, key: str, *, model: str, response: Any, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Remember a response."""
 
 
 class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -42,8 +54,14 @@ class Context:
         item: for a fanned-out step (``each=True``), the item's position.
         logger: a :class:`logging.Logger`-like adapter whose records carry run,
             step, key and tenant.
-        app: the :class:`~flowkit.App` running the step.
+        app: the :class:`~flowkit.App` running the step, for your own code (its
+            settings, your tables); flowkit's runtime never reads it.
         usage: LLM tokens and cost spent so far (see :meth:`record_usage`).
+        llm_cache: the response cache :mod:`flowkit.llm` uses (``None``: no cache).
+        llm_model: the default model of :mod:`flowkit.llm` calls (``App(llm_model=)``).
+        llm_prices: USD per million prompt and completion tokens, per model.
+        cancel_probe: tells whether the run was cancelled or timed out (set by
+            the runtime; ``None`` outside a run).
 
     .. versionadded:: 0.1
     """
@@ -60,6 +78,10 @@ class Context:
     logger: logging.LoggerAdapter = field(init=False, repr=False)  # type: ignore[type-arg]
     #: LLM usage of the step so far, over all its attempts; recorded when it ends
     usage: dict[str, Any] = field(default_factory=dict, repr=False)
+    llm_cache: LLMCachePort | None = field(default=None, repr=False)
+    llm_model: str | None = field(default=None, repr=False)
+    llm_prices: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    cancel_probe: Callable[[], bool] | None = field(default=None, repr=False)
     _checked_at: float = field(default=-1e9, init=False, repr=False)
     _cancelled: bool = field(default=False, init=False, repr=False)
 
@@ -108,11 +130,10 @@ class Context:
 
         Reads the run's status from the store at most once a second.
         """
-        if self.app is None:
+        if self.cancel_probe is None:
             return False
         now = time.monotonic()
         if now - self._checked_at >= 1.0:
-            state = self.app.store.run_state(self.run_id)
-            self._cancelled = state is not None and state[0] in ("cancelled", "timed_out")
+            self._cancelled = self.cancel_probe()
             self._checked_at = now
         return self._cancelled

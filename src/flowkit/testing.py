@@ -3,6 +3,7 @@
 Point your App at the in-process memory broker and a temporary SQLite file,
 submit runs, and wait for them; nothing else needs to be running::
 
+    from flowkit import StepStatus
     from flowkit.testing import embedded, run_to_completion
     from myapp.flows import pipeline
 
@@ -11,7 +12,7 @@ submit runs, and wait for them; nothing else needs to be running::
             run = pipeline.submit({"tenant_id": "t1", "exception_id": "e1", ...})
             result = run_to_completion(run)
             assert result.severity == "critical"
-            assert [s.status for s in run.steps()] == ["succeeded"] * 6
+            assert [s.status for s in run.steps()] == [StepStatus.SUCCEEDED] * 6
 
 With pytest, add ``pytest_plugins = ["flowkit.testing"]`` to your
 ``conftest.py`` and use the :func:`flowkit_embedded` fixture instead.
@@ -80,7 +81,7 @@ def run_to_completion(*runs: Run, timeout: float = 30.0) -> Any:
 
 
 def wait_for_status(run: Run, *statuses: RunStatus | str, timeout: float = 30.0) -> RunStatus:
-    """Wait until ``run`` is in one of ``statuses`` (e.g. ``"waiting"`` for a signal).
+    """Wait until ``run`` is in one of ``statuses`` (e.g. ``RunStatus.WAITING`` for a signal).
 
     Raises:
         ResultTimeout: not reached within ``timeout`` seconds (the message says
@@ -97,7 +98,7 @@ def wait_for_status(run: Run, *statuses: RunStatus | str, timeout: float = 30.0)
         if left <= 0:
             names = ", ".join(sorted(s.value for s in wanted))
             raise ResultTimeout(f"run {run.id} is {status.value}, not {names}, after {timeout:g}s")
-        run.app._wait_finished(min(pause, left))
+        run.app.finishes.wait(min(pause, left))
         pause = min(pause * 2, 0.1)
 
 

@@ -24,6 +24,7 @@ from helpers import (  # noqa: F401 - fixtures
 )
 
 from flowkit.runtime.plan import plan_completion
+from flowkit.store import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -130,25 +131,22 @@ def _crash_after_commit(app: Any, url: str, run: Any, message_id: str) -> dict[s
     successor ``enrich`` inserted queued in one transaction; nothing is sent.
     """
     step = queued_step(url, run.id, "receive")
-    flow = app.flow(FLOW)
+    flow = app.flow(FLOW).compile()
     stage = flow.steps["receive"]
-    claim = app.store.claim(step["id"], message_id, lease_ms=60_000, starts_run=True)
+    claim = app.store.runs.claim(step["id"], message_id, lease_ms=60_000, starts_run=True)
     assert claim is not None and claim.attempts == 1
     value = stage.output_adapter.validate_python(
         {"n": claim.input["n"], "work_ms": 0, "seen": ["receive"]}
     )
     output = stage.output_adapter.dump_python(value, mode="json")
     plan = plan_completion(flow, "receive", None, output)
-    ready = app.store.complete(
-        step_id=step["id"],
-        message_id=message_id,
-        run_id=run.id,
-        output=output,
-        inserts=plan.inserts,
-        gates=plan.gates,
-        end=plan.end,
+    done = app.store.runs.complete(
+        step["id"],
+        message_id,
+        run.id,
+        Outcome(output=output, inserts=plan.inserts, gates=plan.gates, end=plan.end),
     )
-    assert ready is not None and [s.name for s in ready] == ["enrich"]
+    assert done is not None and [s.name for s in done.ready] == ["enrich"]
     assert queued_step(url, run.id, "enrich")["queue"] == "itk.enrich"
     return step
 

@@ -18,7 +18,7 @@ from helpers import HERE, Workers, wait_until, worker_env, workers_fixture  # no
 from pydantic import BaseModel, SecretStr
 
 import flowkit
-from flowkit.runtime.deadletters import RecordingEncoder
+from flowkit.runtime.quarantine import RecordingEncoder
 from flowkit.runtime.wire import WirePolicy
 
 pytestmark = pytest.mark.integration

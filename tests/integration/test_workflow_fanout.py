@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import flowkit
-from flowkit.runtime.engine import Outgoing
+from flowkit.runtime.publisher import Outgoing, RunRef
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +141,7 @@ def test_duplicate_item_messages_never_run_the_join_twice(setup: Any, pg_url: st
         ).fetchall()
     # Publish every item's message twice more, as a broker redelivery storm would.
     copies = [Outgoing(i, "match", "it.match") for (i,) in items]
-    app.engine.publish("it-matching", run.id, None, copies + copies)
+    app.engine.publisher.publish(RunRef("it-matching", run.id), copies + copies)
     _check(pg_url, run, 40)
 
 

@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel
 
 import flowkit
-from flowkit.runtime.engine import Outgoing
-from flowkit.store import NewStep
+from flowkit.runtime.publisher import Outgoing, RunRef
+from flowkit.store import NewStep, Outcome
 from flowkit.testing import drain, embedded, run_to_completion
 
 
@@ -226,7 +226,7 @@ def test_a_duplicate_message_runs_the_step_once(tmp_path: Path) -> None:
         a.configure(embedded_worker=False)
         run = pipeline.submit({"tenant_id": "t1", "amount": 1})
         (step,) = run.steps()
-        a.engine.publish("orders", run.id, None, [Outgoing(step.id, "price", "price")])
+        a.engine.publisher.publish(RunRef("orders", run.id), [Outgoing(step.id, "price", "price")])
         a.start_worker()
         run.result(timeout=10)
         drain(a)
@@ -243,7 +243,7 @@ def test_a_redelivery_after_a_crash_between_commit_and_publish_resumes_the_run(
         run = pipeline.submit({"tenant_id": "t1", "amount": 1})
         (step,) = run.steps()
         store = a.store
-        claim = store.claim(step.id, "msg-1", lease_ms=60_000, starts_run=True)
+        claim = store.runs.claim(step.id, "msg-1", lease_ms=60_000, starts_run=True)
         assert claim is not None
         nxt = NewStep(
             id="f" * 32,
@@ -251,12 +251,8 @@ def test_a_redelivery_after_a_crash_between_commit_and_publish_resumes_the_run(
             queue="receipt",
             input={"tenant_id": "t1", "amount": 1, "total": 2},
         )
-        assert store.complete(
-            step_id=step.id,
-            message_id="msg-1",
-            run_id=run.id,
-            output=nxt.input,
-            inserts=[nxt],
+        assert store.runs.complete(
+            step.id, "msg-1", run.id, Outcome(output=nxt.input, inserts=[nxt])
         )
         # The broker redelivers the unacknowledged message, same id.
         a.broker.enqueue(

@@ -26,9 +26,9 @@ import flowkit
 from flowkit.config import Settings, mask_url
 from flowkit.redact import RedactingFilter, protect, redact, remember, remember_environment
 from flowkit.runtime.brokers import create_broker
-from flowkit.runtime.deadletters import RecordingEncoder
+from flowkit.runtime.quarantine import RecordingEncoder
 from flowkit.runtime.wire import WirePolicy
-from flowkit.store.engine import create_engine
+from flowkit.store.db import create_engine
 from flowkit.testing import embedded
 
 HERE = Path(__file__)

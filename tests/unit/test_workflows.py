@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 import flowkit
-from flowkit.runtime.engine import Outgoing
+from flowkit.runtime.publisher import Outgoing, RunRef
 from flowkit.testing import drain, embedded
 
 calls: Counter[str] = Counter()
@@ -203,8 +203,8 @@ def test_a_duplicate_item_message_never_runs_the_join_twice(tmp_path: Path) -> N
         run.result(timeout=30)
         items = [s for s in run.steps() if s.name == "match"]
         # Deliver every item again, as a broker redelivery would.
-        a.engine.publish(
-            "matching", run.id, None, [Outgoing(s.id, "match", "default") for s in items]
+        a.engine.publisher.publish(
+            RunRef("matching", run.id), [Outgoing(s.id, "match", "default") for s in items]
         )
         drain(a)
         assert Counter(s.name for s in run.steps())["finalize"] == 1

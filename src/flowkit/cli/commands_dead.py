@@ -99,7 +99,7 @@ def dead_list(args: argparse.Namespace) -> int:
 
 
 def dead_retry(args: argparse.Namespace) -> int:
-    from ..runtime.deadletters import decode_stored
+    from ..runtime.quarantine import decode_stored
 
     if not args.ids and not args.all:
         raise ConfigurationError("name dead letters to retry, or pass --all")

@@ -95,7 +95,7 @@ def queue_depths(url: str, queues: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _snapshot(app: Any) -> dict[str, Any]:
-    from ..runtime.engine import CONTROL_QUEUE
+    from ..runtime.publisher import CONTROL_QUEUE
 
     queues = sorted(app.queues() | {CONTROL_QUEUE})
     snap: dict[str, Any] = {

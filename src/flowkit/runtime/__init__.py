@@ -1,1 +1,1 @@
-"""The runtime protocol (DESIGN §3): the only code that decides state transitions."""
+"""The runtime protocol (see ``docs/runtime.md``): the only code that decides state transitions."""

@@ -20,6 +20,7 @@ from dramatiq.middleware import (
 from ..config import Settings, mask_url
 from ..errors import BrokerError, ConfigurationError
 from ..redact import MessageFilter, redact, remember, remember_environment
+from .quarantine import DeadLetterRecorder, RecordingEncoder
 from .wire import WirePolicy
 
 __all__ = ["create_broker"]
@@ -48,8 +49,6 @@ class SafeLogs(Middleware):
 
 
 def _middleware() -> list[Any]:
-    from .deadletters import DeadLetterRecorder
-
     # Dramatiq's defaults minus TimeLimit: flowkit enforces step timeouts itself,
     # around the step function only (see runtime/timeouts.py), and a step with
     # no timeout must not be cut at Dramatiq's default 10 minutes.
@@ -75,8 +74,6 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
     Raises:
         ConfigurationError: an unsupported URL.
     """
-    from .deadletters import RecordingEncoder
-
     if not isinstance(dramatiq.get_encoder(), RecordingEncoder):
         dramatiq.set_encoder(RecordingEncoder())
     scheme = url.split("://", 1)[0].lower()
@@ -124,8 +121,6 @@ def check_broker(broker: dramatiq.Broker, url: str) -> None:
 
 def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:
     """Send this broker's dead letters (and undecodable messages) to ``recorder``."""
-    from .deadletters import DeadLetterRecorder, RecordingEncoder
-
     for m in broker.middleware:
         if isinstance(m, DeadLetterRecorder):
             m.recorder = recorder
@@ -140,8 +135,6 @@ def secure_process(settings: Settings) -> None:
     Dramatiq's encoder is process-wide, so the App that opened its broker
     last decides the signing keys and limits for the whole process.
     """
-    from .deadletters import RecordingEncoder
-
     encoder = dramatiq.get_encoder()
     if isinstance(encoder, RecordingEncoder):
         encoder.policy = WirePolicy.of(settings)

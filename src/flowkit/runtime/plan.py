@@ -13,7 +13,7 @@ from typing import Any
 
 from .._ids import new_id
 from ..errors import FlowDefinitionError
-from ..flows import Flow
+from ..graph import FlowGraph
 from ..store import Gate, NewStep, RunEnd, Source
 
 __all__ = ["Plan", "gate", "initial_rows", "plan_completion", "plan_settled_failure"]
@@ -28,7 +28,7 @@ class Plan:
     end: RunEnd | None = None
 
 
-def gate(flow: Flow, name: str, delta: int) -> Gate:
+def gate(flow: FlowGraph, name: str, delta: int) -> Gate:
     """The gate of a join or signal wait ``name``, moved by ``delta``."""
     parents = flow.parents(name)
     stage = flow.steps[name]
@@ -44,7 +44,7 @@ def gate(flow: Flow, name: str, delta: int) -> Gate:
     )
 
 
-def _new(flow: Flow, name: str, value: Any, item: int | None = None) -> NewStep:
+def _new(flow: FlowGraph, name: str, value: Any, item: int | None = None) -> NewStep:
     stage = flow.steps[name]
     due = None
     if stage.delay_ms:
@@ -60,11 +60,11 @@ def _new(flow: Flow, name: str, value: Any, item: int | None = None) -> NewStep:
     )
 
 
-def _run_end(flow: Flow) -> RunEnd:
+def _run_end(flow: FlowGraph) -> RunEnd:
     return RunEnd(tuple(Source(s, flow.is_each(s), False) for s in flow.sinks()))
 
 
-def initial_rows(flow: Flow, payload: Any) -> tuple[list[NewStep], list[NewStep], list[Gate]]:
+def initial_rows(flow: FlowGraph, payload: Any) -> tuple[list[NewStep], list[NewStep], list[Gate]]:
     """``(queued, waiting, entry_waits)`` rows of a new run.
 
     The entry steps are queued, every join and signal wait is created
@@ -87,7 +87,7 @@ def initial_rows(flow: Flow, payload: Any) -> tuple[list[NewStep], list[NewStep]
     return queued, waiting, entry_waits
 
 
-def plan_completion(flow: Flow, step: str, item: int | None, output: Any) -> Plan:
+def plan_completion(flow: FlowGraph, step: str, item: int | None, output: Any) -> Plan:
     """The plan after ``step`` (item ``item``) succeeded with ``output`` (JSON form)."""
     plan = Plan()
     children = flow.children(step)
@@ -112,7 +112,7 @@ def plan_completion(flow: Flow, step: str, item: int | None, output: Any) -> Pla
     return plan
 
 
-def plan_settled_failure(flow: Flow, step: str) -> Plan | None:
+def plan_settled_failure(flow: FlowGraph, step: str) -> Plan | None:
     """For a fanned-out item that failed for good: the plan if its joins settle, else ``None``."""
     children = flow.children(step)
     if not children:

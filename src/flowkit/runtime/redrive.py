@@ -8,23 +8,20 @@ items while the items that succeeded are kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .._ids import new_id
 from ..errors import NotFoundError, RunNotFound, RunStateError
-from ..flows import Flow
+from ..graph import FlowGraph
 from ..records import StepInfo
 from ..status import StepStatus
 from ..store import Gate, NewStep
+from .engine import Engine
 from .plan import gate
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .publisher import Outgoing, RunRef
 
 __all__ = ["redrive"]
 
 
-def _descendants(flow: Flow, start: str) -> list[str]:
+def _descendants(flow: FlowGraph, start: str) -> list[str]:
     seen: list[str] = []
     todo = [start]
     while todo:
@@ -37,7 +34,7 @@ def _descendants(flow: Flow, start: str) -> list[str]:
     return sorted(seen, key=order.index)
 
 
-def _pick_start(flow: Flow, steps: list[StepInfo], run_id: str) -> str:
+def _pick_start(flow: FlowGraph, steps: list[StepInfo], run_id: str) -> str:
     order = flow.order()
     bad = [s for s in steps if s.status in (StepStatus.FAILED, StepStatus.CANCELLED)]
     if not bad:
@@ -64,7 +61,7 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
         raise RunNotFound(f"no run {run_id!r}")
     if not info.status.terminal:
         raise RunStateError(f"run {run_id} is still {info.status.value}: only a finished run")
-    flow = engine.app.flow(info.flow)
+    flow = engine.flow(info.flow)
     steps = store.get_steps(run_id)
     if from_step is not None and from_step not in flow.steps:
         raise NotFoundError(
@@ -86,10 +83,44 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
     restart: list[tuple[NewStep, Gate | None]] = []
     if keep_items is None:
         restart = _restart_rows(flow, start, outputs, info.input)
+    waiting = _waiting_rows(flow, start, reset, restart, keep_items, requeued)
+    signal_waits = [
+        gate(flow, w.name, 0) for w in waiting if flow.steps[w.name].wait_for and w.pending == 1
+    ]
+    published = store.control.redrive(
+        run_id,
+        reset=reset,
+        restart=restart,
+        waiting=waiting,
+        keep_items=keep_items,
+        clear_signals=[flow.steps[n].wait_for or "" for n in reset if flow.steps[n].wait_for],
+        signal_waits=signal_waits,
+    )
+    # A retried run gets its flow's full time again (a timed-out run too).
+    store.control.reset_deadline(run_id, flow.timeout_ms)
+    run = RunRef(flow.name, run_id, info.key, info.priority)
+    engine.publisher.publish(run, [Outgoing.of(s) for s in published])
+    if flow.timeout_ms:
+        engine.publisher.publish_control("deadline", run, flow.timeout_ms)
+    names = {s.name for s in published} | {g.name for g in signal_waits}
+    return sorted(names, key=flow.order().index)
+
+
+def _waiting_rows(
+    flow: FlowGraph,
+    start: str,
+    reset: list[str],
+    restart: list[tuple[NewStep, Gate | None]],
+    keep_items: str | None,
+    requeued: int,
+) -> list[NewStep]:
+    """The joins after ``start``, re-created waiting with their counters.
+
+    A join that is the start itself and needs nothing more is opened at once
+    (appended to ``restart``).
+    """
     waiting = []
     for name in reset:
-        if name == start and not flow.is_join(name):
-            continue
         if not flow.is_join(name):
             continue
         pending = 1 if flow.steps[name].wait_for else 0
@@ -108,35 +139,15 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
                 id=new_id(), name=name, queue=flow.steps[name].queue, input=None, pending=pending
             )
         )
-    signal_waits = [
-        gate(flow, w.name, 0) for w in waiting if flow.steps[w.name].wait_for and w.pending == 1
-    ]
-    published = store.control.redrive(
-        run_id,
-        reset=reset,
-        restart=restart,
-        waiting=waiting,
-        keep_items=keep_items,
-        clear_signals=[flow.steps[n].wait_for or "" for n in reset if flow.steps[n].wait_for],
-        signal_waits=signal_waits,
-    )
-    from .engine import Outgoing
-
-    # A retried run gets its flow's full time again (a timed-out run too).
-    store.control.reset_deadline(run_id, flow.timeout_ms)
-    engine.publish(flow.name, run_id, info.key, [Outgoing.of(s) for s in published])
-    if flow.timeout_ms:
-        engine.publish_control("deadline", run_id, flow.timeout_ms)
-    names = {s.name for s in published} | {g.name for g in signal_waits}
-    return sorted(names, key=flow.order().index)
+    return waiting
 
 
-def _row(flow: Flow, name: str, value: object = None, item: int | None = None) -> NewStep:
+def _row(flow: FlowGraph, name: str, value: object = None, item: int | None = None) -> NewStep:
     return NewStep(id=new_id(), name=name, queue=flow.steps[name].queue, input=value, item=item)
 
 
 def _restart_rows(
-    flow: Flow, start: str, outputs: dict[str, object], run_input: object
+    flow: FlowGraph, start: str, outputs: dict[str, object], run_input: object
 ) -> list[tuple[NewStep, Gate | None]]:
     if flow.is_join(start):
         return []  # re-created waiting (or opened) by the caller

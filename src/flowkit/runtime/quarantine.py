@@ -1,4 +1,4 @@
-"""Dead letters on the worker side: a decoder that says why, and a recording middleware.
+"""Quarantine on the worker side: a decoder that says why a message is refused, and a recorder.
 
 Dramatiq dead-letters (nacks) a message it cannot decode, one naming an
 unknown actor, and one whose retries are exhausted; RabbitMQ moves it to

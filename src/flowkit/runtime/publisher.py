@@ -1,0 +1,268 @@
+"""Publishing step and control messages: a :class:`RunRef` in, messages out.
+
+Every message of a run is published with the run's :class:`RunRef`, so what
+travels with a run (its key, its RabbitMQ priority, room for a trace context)
+is never passed by hand and never forgotten on one path. Messages carry ids
+only and are addressed by name (``<flow>.<step>`` on the step's queue), so a
+process that does not import the flows (``flowkit recover``) can publish too.
+
+:class:`Publisher` is the interface the :class:`~flowkit.runtime.engine.Engine`
+is built with; :class:`BrokerPublisher` sends through any Dramatiq broker one
+message at a time (the in-process ``memory://`` broker), and
+:class:`RabbitmqPublisher` sends a batch in one AMQP transaction;
+:class:`MemoryPublisher` keeps what it is given, for tests (like httpx's
+``MockTransport`` beside its real transports).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis, dq_name, q_name
+
+from ..errors import BrokerError
+from ..store import NewStep
+
+__all__ = [
+    "BATCH_MIN",
+    "CONTROL_ACTOR",
+    "CONTROL_QUEUE",
+    "MAX_HOP_MS",
+    "BrokerPublisher",
+    "MemoryPublisher",
+    "Outgoing",
+    "Publisher",
+    "RabbitmqPublisher",
+    "RunRef",
+    "publisher_for",
+]
+
+#: The longest a timer message waits in the broker by default: Dramatiq holds
+#: delayed messages unacknowledged in worker memory, and RabbitMQ closes
+#: consumers that keep one past its consumer timeout (30 minutes by default).
+#: Longer timers hop: the message wakes, the row says "not yet", a new one is sent.
+MAX_HOP_MS = 10 * 60 * 1000
+CONTROL_QUEUE = "flowkit.control"
+CONTROL_ACTOR = "flowkit.control"
+#: Fewer messages than this go out one by one (a transaction costs two round trips).
+BATCH_MIN = 8
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """What every message of one run carries besides its step: built once, passed along.
+
+    Parameters:
+        flow: the run's flow name.
+        run_id: the run's id.
+        key: the run's idempotency key, if it has one.
+        priority: the RabbitMQ priority of every message of the run.
+        trace: a trace context (W3C ``traceparent`` and friends) to propagate.
+    """
+
+    flow: str
+    run_id: str
+    key: str | None = None
+    priority: int | None = None
+    trace: dict[str, str] | None = field(default=None, compare=False)
+
+    @classmethod
+    def of_message(cls, flow: str, message: dramatiq.Message[Any]) -> RunRef:
+        """The run a delivered step or control message belongs to."""
+        kw = message.kwargs
+        return cls(
+            flow,
+            kw["run_id"],
+            kw.get("key"),
+            message.options.get("broker_priority"),
+            message.options.get("flowkit_trace"),
+        )
+
+    def options(self) -> dict[str, Any]:
+        """The Dramatiq message options that carry this run's context."""
+        opts: dict[str, Any] = {}
+        if self.priority is not None:
+            opts["broker_priority"] = self.priority
+        if self.trace:
+            opts["flowkit_trace"] = dict(self.trace)
+        return opts
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A committed step row to publish a message for (``delay_ms``: a timer)."""
+
+    step_id: str
+    name: str
+    queue: str
+    delay_ms: int | None = None
+
+    @classmethod
+    def of(cls, step: NewStep) -> Outgoing:
+        return cls(step.id, step.name, step.queue, step.delay_ms)
+
+
+class Publisher:
+    """Sends a run's messages; subclasses say how a batch reaches the broker.
+
+    Parameters:
+        broker: the Dramatiq broker the messages go to.
+        max_hop_ms: the longest delay of one timer message (longer ones hop).
+    """
+
+    def __init__(self, broker: dramatiq.Broker | None, *, max_hop_ms: int = MAX_HOP_MS) -> None:
+        self.broker = broker
+        self.max_hop_ms = max_hop_ms
+
+    def publish(self, run: RunRef, steps: Sequence[Outgoing]) -> None:
+        """One message per step; the rows are already committed.
+
+        Raises:
+            BrokerError: the broker refused or could not be reached; the rows stay
+                and the recovery sweep publishes them.
+        """
+        batch: list[tuple[dramatiq.Message[Any], int | None]] = [
+            (
+                dramatiq.Message(
+                    queue_name=s.queue,
+                    actor_name=f"{run.flow}.{s.name}",
+                    args=(),
+                    kwargs={"step_id": s.step_id, "run_id": run.run_id, "key": run.key},
+                    options=run.options(),
+                ),
+                self.hop(s.delay_ms),
+            )
+            for s in steps
+        ]
+        try:
+            self.send(batch)
+        except (dramatiq.errors.BrokerError, OSError) as exc:
+            names = ", ".join(sorted({s.name for s in steps}))
+            raise BrokerError(
+                f"run {run.run_id} is recorded but its step(s) {names} could not be "
+                f"published ({type(exc).__name__}); the recovery sweep will publish them"
+            ) from exc
+
+    def publish_control(self, op: str, run: RunRef, delay_ms: int | None = None) -> None:
+        """A message to the control actor (a run's deadline), hopping long delays.
+
+        Raises:
+            BrokerError: it could not be sent (the recovery sweep enforces deadlines).
+        """
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=CONTROL_QUEUE,
+            actor_name=CONTROL_ACTOR,
+            args=(),
+            kwargs={"op": op, "run_id": run.run_id},
+            options=run.options(),
+        )
+        try:
+            self.send([(message, None if delay_ms is None else self.hop(max(delay_ms, 0)))])
+        except (dramatiq.errors.BrokerError, OSError) as exc:
+            raise BrokerError(
+                f"run {run.run_id}: the {op} timer could not be published "
+                f"({type(exc).__name__}); the recovery sweep enforces it"
+            ) from exc
+
+    def hop(self, delay_ms: int | None) -> int | None:
+        """The delay of one message for a timer of ``delay_ms``."""
+        return None if not delay_ms else min(delay_ms, self.max_hop_ms)
+
+    def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
+        """Put ``(message, delay_ms)`` pairs on the broker; all are there when it returns."""
+        raise NotImplementedError
+
+
+class MemoryPublisher(Publisher):
+    """Keeps every message in :attr:`sent`, in order, with its delay; no broker.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, *, max_hop_ms: int = MAX_HOP_MS) -> None:
+        super().__init__(None, max_hop_ms=max_hop_ms)
+        #: ``(message, delay_ms)`` pairs, oldest first
+        self.sent: list[tuple[dramatiq.Message[Any], int | None]] = []
+
+    def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
+        self.sent.extend(batch)
+
+    def take(self) -> list[dramatiq.Message[Any]]:
+        """The messages sent since the last call, oldest first."""
+        taken, self.sent = [m for m, _ in self.sent], []
+        return taken
+
+
+class BrokerPublisher(Publisher):
+    """One message at a time through Dramatiq's ``enqueue`` (any broker, e.g. ``memory://``)."""
+
+    def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
+        assert self.broker is not None
+        for message, delay in batch:
+            self.broker.enqueue(message, delay=delay)
+
+
+class RabbitmqPublisher(BrokerPublisher):
+    """A batch (a fan-out's items) in one AMQP transaction instead of a confirm per message.
+
+    ``tx.commit-ok`` comes once the persistent messages are on disk, as a
+    confirm would, so it acknowledges them all in one round trip.
+    """
+
+    _local = threading.local()
+
+    def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
+        if len(batch) < BATCH_MIN:
+            super().send(batch)
+            return
+        import pika  # loaded with the RabbitMQ broker; not needed by memory://
+
+        broker: Any = self.broker
+        try:
+            channel = self._channel()
+            for message, delay in batch:
+                queue_name = message.queue_name
+                broker.declare_queue(queue_name, ensure=True)
+                if delay is not None:
+                    queue_name = dq_name(queue_name)
+                    message = message.copy(
+                        queue_name=queue_name, options={"eta": current_millis() + delay}
+                    )
+                broker.emit_before("enqueue", message, delay)
+                channel.basic_publish(
+                    exchange="",
+                    routing_key=queue_name,
+                    body=message.encode(),
+                    properties=pika.BasicProperties(
+                        delivery_mode=2, priority=message.options.get("broker_priority")
+                    ),
+                )
+                broker.emit_after("enqueue", message, delay)
+            channel.tx_commit()
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            self._local.__dict__.pop("channel", None)
+            for message, _ in batch:
+                broker.queues_pending.add(q_name(message.queue_name))
+            raise dramatiq.errors.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def _channel(self) -> Any:
+        """This thread's transactional channel on the broker's connection (made once)."""
+        connection = self.broker.connection  # type: ignore[union-attr]
+        held = getattr(self._local, "channel", None)
+        if held is not None and held[0] is connection and held[1].is_open:
+            return held[1]
+        channel = connection.channel()
+        channel.tx_select()
+        self._local.channel = (connection, channel)
+        return channel
+
+
+def publisher_for(broker: dramatiq.Broker, *, max_hop_ms: int = MAX_HOP_MS) -> Publisher:
+    """The publisher for ``broker``: batched on RabbitMQ, one by one elsewhere."""
+    kind = BrokerPublisher if isinstance(broker, StubBroker) else RabbitmqPublisher
+    return kind(broker, max_hop_ms=max_hop_ms)
