@@ -482,6 +482,8 @@ def test_a_poison_step_is_quarantined(
     assert sup.alive()
     # The poison's 3 runs, plus steps of other runs in flight in each crashed process.
     checker.assert_clean(rep, max_reexecutions=3 + 3 * threads)
+    # Three crashes in a row: the supervisor's backoff is 2 s by the third.
+    wait_until(lambda: len(child_pids(sup)) == 2, 60, what="the supervisor's restart")
     assert len(child_pids(sup)) == 2  # the supervisor restarted the crashed process
 
 
