@@ -40,7 +40,7 @@ from .flows import Flow, Pipeline
 from .joins import ItemFailure, Settled
 from .observability import Observer
 from .queues import Queue, RateLimit
-from .records import RunInfo, StepInfo
+from .records import RetryPreview, RunInfo, StepInfo
 from .stage import Stage, Stop, stage
 from .status import RunStatus, StepStatus
 from .workflows import Workflow
@@ -63,6 +63,7 @@ __all__ = [
     "Run",
     "RunInfo",
     "StepInfo",
+    "RetryPreview",
     "RunStatus",
     "StepStatus",
     "Observer",

@@ -25,8 +25,7 @@ from .errors import (
 from .flows import Flow
 from .names import validate_name
 from .observability import Observer, Observers
-from .payloads import PayloadLimits
-from .records import RunInfo
+from .records import RetryPreview, RunInfo
 from .run import Finishes, Run, check_submit
 from .status import RunStatus
 
@@ -241,35 +240,10 @@ class App:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                self._engine, self._broker = self._build_engine()
+                from .wiring import build_runtime  # the runtime loads on first use
+
+                self._engine, self._broker = build_runtime(self)
             return self._engine
-
-    def _build_engine(self) -> tuple[Engine, dramatiq.Broker]:
-        # The runtime loads on first use: commands that only read the database
-        # start without importing Dramatiq's brokers and workers.
-        from .runtime.actors import declare_actors
-        from .runtime.brokers import create_broker, secure_process, set_dead_letter_recorder
-        from .runtime.engine import Engine
-        from .runtime.publisher import MAX_HOP_MS, publisher_for
-
-        store = self.store
-        broker = create_broker(self.settings.broker_url, max_priority=self.max_priority)
-        set_dead_letter_recorder(broker, store.dead_letters.record)
-        secure_process(self.settings)
-        graphs = [f.compile() for f in self.flows]
-        engine = Engine(
-            graphs,
-            store,
-            publisher_for(broker, max_hop_ms=self.timer_hop_ms or MAX_HOP_MS),
-            limits=PayloadLimits.of(self.settings),
-            observers=self.observers,
-            on_finished=self.finishes.notify,
-            context_app=self,
-            llm_model=self.llm_model,
-            llm_prices=self.llm_prices,
-        )
-        declare_actors(engine, broker, graphs)
-        return engine, broker
 
     def queues(self) -> set[str]:
         """Every queue a step of this App's flows is sent to."""
@@ -313,6 +287,16 @@ class App:
         names = redrive(self.engine, run_id, from_step)
         self._maybe_start_embedded()
         return names
+
+    def retry_preview(self, run_id: str, *, from_step: str | None = None) -> RetryPreview:
+        """What :meth:`retry` would do, without doing it: the steps that would run again
+        and those whose stored outputs would be reused. Raises as :meth:`retry` does.
+
+        .. versionadded:: 0.2
+        """
+        from .runtime.redrive import plan_redrive  # the runtime loads on first use
+
+        return plan_redrive(self.engine, run_id, from_step).preview()
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run: queued and waiting steps are cancelled, running ones finish

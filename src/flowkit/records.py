@@ -8,7 +8,7 @@ from typing import Any
 
 from .status import RunStatus, StepStatus
 
-__all__ = ["RunInfo", "StepInfo"]
+__all__ = ["RetryPreview", "RunInfo", "StepInfo"]
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -78,3 +78,21 @@ class RunInfo:
     def duration(self) -> float | None:
         """Seconds from submit to the finish, if finished."""
         return _seconds(self.created_at, self.finished_at)
+
+
+@dataclass(frozen=True)
+class RetryPreview:
+    """What retrying a finished run would do (``Run.retry_preview``, ``flowkit retry --dry-run``).
+
+    .. versionadded:: 0.2
+    """
+
+    run_id: str
+    #: the step the retry starts from
+    start: str
+    #: the steps that run again, in flow order
+    rerun: tuple[str, ...]
+    #: the steps whose stored outputs are reused (not run again), in flow order
+    reused: tuple[str, ...]
+    #: succeeded items of a fanned-out start step that are kept, not run again
+    kept_items: int = 0

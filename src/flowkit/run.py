@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import ConfigurationError, ResultTimeout, RunError, RunFailed, RunNotFound
-from .records import RunInfo, StepInfo
+from .records import RetryPreview, RunInfo, StepInfo
 from .status import RunStatus
 
 if TYPE_CHECKING:
@@ -105,6 +105,10 @@ class Run:
     def retry(self, *, from_step: str | None = None) -> list[str]:
         """Re-run this finished run from its failed step; see :meth:`App.retry`."""
         return self.app.retry(self.id, from_step=from_step)
+
+    def retry_preview(self, *, from_step: str | None = None) -> RetryPreview:
+        """What :meth:`retry` would do; see :meth:`App.retry_preview`."""
+        return self.app.retry_preview(self.id, from_step=from_step)
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run reaches a terminal status; return it.

@@ -99,6 +99,21 @@ def test_a_failed_run_exits_8_when_waited_for(cli: Any, env: dict[str, str]) -> 
     assert "RuntimeError: exploded on purpose" in shown.stdout
 
 
+def test_retry_dry_run_shows_the_plan_and_changes_nothing(cli: Any, env: dict[str, str]) -> None:
+    data = '{"tenant_id": "boom", "amount": 1}'
+    failed = cli("submit", f"{FLOWS}:pipeline", "--data", data, "--wait", env=env)
+    assert failed.returncode == 8
+    run_id = failed.stdout.split()[0]
+    app = ("--app", f"{FLOWS}:app")
+    plan = cli("retry", run_id, "--dry-run", *app, env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.strip() == f"run {run_id}: would re-run explode; reuses price"
+    bulk = cli("retry", "--status", "failed", "--dry-run", *app, env=env)
+    assert bulk.stdout.strip().endswith("would retry 1 of 1 failed run(s)")
+    still = cli("runs", "list", "--status", "failed", env=env)
+    assert run_id in still.stdout  # nothing was retried
+
+
 def test_submit_from_a_file_and_a_duplicate_key(
     cli: Any, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -380,3 +380,30 @@ def test_retry_from_a_named_step_and_refusals(rd: flowkit.App) -> None:
     live = orders.submit(1)
     with pytest.raises(flowkit.RunStateError, match="only a finished run"):
         live.retry()
+
+
+def test_retry_preview_names_what_runs_again_and_changes_nothing(rd: flowkit.App) -> None:
+    broken.add("item1")
+    run = orders.submit(3)
+    with pytest.raises(flowkit.RunFailed, match="card 1 declined"):
+        run.result(timeout=10)
+    drain(rd)
+    before = [(s.id, s.status) for s in run.steps()]
+    kept = sum(1 for s in run.steps() if s.name == "charge" and s.status.value == "succeeded")
+    preview = run.retry_preview()
+    assert preview == flowkit.RetryPreview(
+        run_id=run.id,
+        start="charge",
+        rerun=("charge", "receipt"),
+        reused=("load",),
+        kept_items=kept,
+    )
+    named = run.retry_preview(from_step="receipt")
+    assert (named.rerun, named.reused, named.kept_items) == (("receipt",), ("load", "charge"), 0)
+    assert [(s.id, s.status) for s in run.steps()] == before
+    assert run.status() is flowkit.RunStatus.FAILED
+    with pytest.raises(flowkit.NotFoundError, match="has no step 'ghost'"):
+        run.retry_preview(from_step="ghost")
+    broken.clear()
+    assert run.retry() == ["charge"]  # the preview's plan, applied
+    assert run.result(timeout=10) == 30

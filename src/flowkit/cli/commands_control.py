@@ -78,12 +78,17 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         epilog=(
             "examples:\n"
             "  flowkit retry 01a2... --app myapp.flows:app\n"
-            "  flowkit retry 01a2... --from policy --app myapp.flows:app\n"
+            "  flowkit retry 01a2... --from policy --dry-run --app myapp.flows:app\n"
             "  flowkit retry --status failed --flow exceptions --since 1h --app myapp.flows:app"
         ),
     )
     r.add_argument("run_id", metavar="RUN_ID", nargs="?")
     r.add_argument("--from", dest="from_step", metavar="STEP", help="start from this step")
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the steps that would run again and those reusing stored outputs; change nothing",
+    )
     r.add_argument(
         "--status",
         default=None,
@@ -160,12 +165,22 @@ def cancel(args: argparse.Namespace) -> int:
     return exits.OK
 
 
+def _retry_one(app: App, run_id: str, args: argparse.Namespace) -> None:
+    if args.dry_run:
+        p = app.retry_preview(run_id, from_step=args.from_step)
+        kept = f"; keeps {p.kept_items} succeeded item(s) of {p.start}" if p.kept_items else ""
+        reused = ", ".join(p.reused) or "nothing"
+        print(f"run {run_id}: would re-run {', '.join(p.rerun)}; reuses {reused}{kept}")
+        return
+    names = app.retry(run_id, from_step=args.from_step)
+    print(f"run {run_id}: re-queued {', '.join(names) or 'nothing'}")
+
+
 def retry(args: argparse.Namespace) -> int:
     app = _app(args, need_flows=True)
     try:
         if args.run_id:
-            names = app.retry(args.run_id, from_step=args.from_step)
-            print(f"run {args.run_id}: re-queued {', '.join(names) or 'nothing'}")
+            _retry_one(app, args.run_id, args)
             return exits.OK
         since = None
         if args.since:
@@ -180,12 +195,12 @@ def retry(args: argparse.Namespace) -> int:
         failed = 0
         for info in runs:
             try:
-                names = app.retry(info.id, from_step=args.from_step)
-                print(f"run {info.id}: re-queued {', '.join(names)}")
+                _retry_one(app, info.id, args)
             except FlowkitError as exc:
                 failed += 1
                 print(f"run {info.id}: not retried: {exc}", file=sys.stderr)
-        print(f"retried {len(runs) - failed} of {len(runs)} {status.value} run(s)")
+        done = "would retry" if args.dry_run else "retried"
+        print(f"{done} {len(runs) - failed} of {len(runs)} {status.value} run(s)")
         return exits.OK if not failed else exits.UNEXPECTED
     finally:
         app.close()

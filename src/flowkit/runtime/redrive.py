@@ -8,17 +8,19 @@ items while the items that succeeded are kept.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .._ids import new_id
 from ..errors import NotFoundError, RunNotFound, RunStateError
 from ..graph import FlowGraph
-from ..records import StepInfo
+from ..records import RetryPreview, RunInfo, StepInfo
 from ..status import StepStatus
 from ..store import Gate, NewStep
 from .engine import Engine
 from .plan import gate
 from .publisher import Outgoing, RunRef
 
-__all__ = ["redrive"]
+__all__ = ["RedrivePlan", "plan_redrive", "redrive"]
 
 
 def _descendants(flow: FlowGraph, start: str) -> list[str]:
@@ -44,6 +46,76 @@ def _pick_start(flow: FlowGraph, steps: list[StepInfo], run_id: str) -> str:
     return min(bad, key=lambda s: order.index(s.name) if s.name in order else 1 << 30).name
 
 
+@dataclass(frozen=True)
+class RedrivePlan:
+    """What a redrive will do, computed from the stored run without changing anything.
+
+    :meth:`preview` is what ``flowkit retry --dry-run`` and ``Run.retry_preview`` show;
+    :func:`redrive` applies the same plan.
+    """
+
+    run: RunInfo
+    flow: FlowGraph
+    start: str
+    reset: list[str]
+    restart: list[tuple[NewStep, Gate | None]]
+    waiting: list[NewStep]
+    keep_items: str | None
+    kept: int
+    signal_waits: list[Gate]
+
+    def preview(self) -> RetryPreview:
+        """The steps that run again, and those whose stored outputs are reused."""
+        order = self.flow.order()
+        return RetryPreview(
+            run_id=self.run.id,
+            start=self.start,
+            rerun=tuple(self.reset),
+            reused=tuple(n for n in order if n not in self.reset),
+            kept_items=self.kept,
+        )
+
+
+def plan_redrive(engine: Engine, run_id: str, from_step: str | None = None) -> RedrivePlan:
+    """The plan to re-run a finished run from ``from_step`` (default: its first failed step).
+
+    Raises:
+        RunNotFound: no such run.
+        RunStateError: the run is still live, or has nothing to retry.
+        NotFoundError: ``from_step`` is not a step of the run's flow.
+    """
+    info = engine.store.get_run(run_id)
+    if info is None:
+        raise RunNotFound(f"no run {run_id!r}")
+    if not info.status.terminal:
+        raise RunStateError(f"run {run_id} is still {info.status.value}: only a finished run")
+    flow = engine.flow(info.flow)
+    steps = engine.store.get_steps(run_id)
+    if from_step is not None and from_step not in flow.steps:
+        raise NotFoundError(
+            f"{flow.name!r} has no step {from_step!r} (steps: {', '.join(flow.steps)})"
+        )
+    start = from_step or _pick_start(flow, steps, run_id)
+    reset = _descendants(flow, start)
+    keep_items = None
+    items = [s for s in steps if s.name == start and s.item is not None]
+    succeeded = any(s.status is StepStatus.SUCCEEDED for s in items)
+    if flow.is_each(start) and from_step is None and succeeded:
+        keep_items = start
+    again = [s for s in steps if keep_items and s.name == keep_items]
+    requeued = sum(1 for s in again if s.status is not StepStatus.SUCCEEDED)
+    outputs = {s.name: s.output for s in steps if s.item is None}
+    restart: list[tuple[NewStep, Gate | None]] = []
+    if keep_items is None:
+        restart = _restart_rows(flow, start, outputs, info.input)
+    waiting = _waiting_rows(flow, start, reset, restart, keep_items, requeued)
+    signal_waits = [
+        gate(flow, w.name, 0) for w in waiting if flow.steps[w.name].wait_for and w.pending == 1
+    ]
+    kept = len(again) - requeued
+    return RedrivePlan(info, flow, start, reset, restart, waiting, keep_items, kept, signal_waits)
+
+
 def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[str]:
     """Re-run a finished run from ``from_step`` (default: its first failed step).
 
@@ -55,54 +127,24 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
         RunStateError: the run is still live, or has nothing to retry.
         NotFoundError: ``from_step`` is not a step of the run's flow.
     """
-    store = engine.store
-    info = store.get_run(run_id)
-    if info is None:
-        raise RunNotFound(f"no run {run_id!r}")
-    if not info.status.terminal:
-        raise RunStateError(f"run {run_id} is still {info.status.value}: only a finished run")
-    flow = engine.flow(info.flow)
-    steps = store.get_steps(run_id)
-    if from_step is not None and from_step not in flow.steps:
-        raise NotFoundError(
-            f"{flow.name!r} has no step {from_step!r} (steps: {', '.join(flow.steps)})"
-        )
-    start = from_step or _pick_start(flow, steps, run_id)
-    reset = _descendants(flow, start)
-    keep_items = None
-    if flow.is_each(start) and from_step is None:
-        items = [s for s in steps if s.name == start and s.item is not None]
-        if any(s.status is StepStatus.SUCCEEDED for s in items):
-            keep_items = start
-    requeued = sum(
-        1
-        for s in steps
-        if keep_items and s.name == keep_items and s.status is not StepStatus.SUCCEEDED
-    )
-    outputs = {s.name: s.output for s in steps if s.item is None}
-    restart: list[tuple[NewStep, Gate | None]] = []
-    if keep_items is None:
-        restart = _restart_rows(flow, start, outputs, info.input)
-    waiting = _waiting_rows(flow, start, reset, restart, keep_items, requeued)
-    signal_waits = [
-        gate(flow, w.name, 0) for w in waiting if flow.steps[w.name].wait_for and w.pending == 1
-    ]
+    plan = plan_redrive(engine, run_id, from_step)
+    flow, store = plan.flow, engine.store
     published = store.control.redrive(
         run_id,
-        reset=reset,
-        restart=restart,
-        waiting=waiting,
-        keep_items=keep_items,
-        clear_signals=[flow.steps[n].wait_for or "" for n in reset if flow.steps[n].wait_for],
-        signal_waits=signal_waits,
+        reset=plan.reset,
+        restart=plan.restart,
+        waiting=plan.waiting,
+        keep_items=plan.keep_items,
+        clear_signals=[flow.steps[n].wait_for or "" for n in plan.reset if flow.steps[n].wait_for],
+        signal_waits=plan.signal_waits,
     )
     # A retried run gets its flow's full time again (a timed-out run too).
     store.control.reset_deadline(run_id, flow.timeout_ms)
-    run = RunRef(flow.name, run_id, info.key, info.priority)
+    run = RunRef(flow.name, run_id, plan.run.key, plan.run.priority)
     engine.publisher.publish(run, [Outgoing.of(s) for s in published])
     if flow.timeout_ms:
         engine.publisher.publish_control("deadline", run, flow.timeout_ms)
-    names = {s.name for s in published} | {g.name for g in signal_waits}
+    names = {s.name for s in published} | {g.name for g in plan.signal_waits}
     return sorted(names, key=flow.order().index)
 
 
