@@ -16,6 +16,7 @@ from .errors import (
     FlowkitError,
     FlowNotFound,
     InputValidationError,
+    InvalidQuery,
     LLMError,
     LLMOutputError,
     LLMRequestError,
@@ -40,7 +41,7 @@ from .flows import Flow, Pipeline
 from .joins import ItemFailure, Settled
 from .observability import Observer
 from .queues import Queue, RateLimit
-from .records import RetryPreview, RunInfo, StepInfo
+from .records import RetryPreview, RunInfo, RunningStep, StepInfo, WorkerInfo
 from .stage import Stage, Stop, stage
 from .status import RunStatus, StepStatus
 from .workflows import Workflow
@@ -64,6 +65,8 @@ __all__ = [
     "RunInfo",
     "StepInfo",
     "RetryPreview",
+    "WorkerInfo",
+    "RunningStep",
     "RunStatus",
     "StepStatus",
     "Observer",
@@ -75,6 +78,7 @@ __all__ = [
     "FlowDefinitionError",
     "FlowNotFound",
     "InputValidationError",
+    "InvalidQuery",
     "NotFoundError",
     "PayloadTooLarge",
     "PermanentError",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .runtime.embedded import EmbeddedWorker
     from .runtime.engine import Engine
+    from .runtime.heartbeat import Heartbeat
     from .store import Store
 
 __all__ = ["App", "Run"]
@@ -145,6 +146,7 @@ class App:
         self._broker: dramatiq.Broker | None = None
         self._engine: Engine | None = None
         self._worker: EmbeddedWorker | None = None
+        self._beat: Heartbeat | None = None
         self._lock = threading.RLock()
         #: wakes ``Run.wait`` when this process finishes a run
         self.finishes = Finishes()
@@ -439,21 +441,32 @@ class App:
 
         Used by ``flowkit dev``, the embedded default and tests; ``flowkit
         worker`` runs the same thing in dedicated processes. Every worker also
-        serves flowkit's control queue (run deadlines).
+        serves flowkit's control queue (run deadlines), and registers itself in
+        the database (``store.workers``), beating every ``$FLOWKIT_HEARTBEAT_SECONDS``
+        (5) seconds; the steps it claims record its id.
         """
         from .runtime.embedded import EmbeddedWorker  # the runtime loads on first use
+        from .runtime.heartbeat import Heartbeat
 
         with self._lock:
             if self._worker is None:
                 self._worker = EmbeddedWorker(self.broker, in_process=self.settings.embedded)
+            if self._beat is None:  # registered before the threads claim anything
+                n = threads or self.threads
+                self._beat = Heartbeat(self.store.workers, queues=queues, threads=n)
+                self.engine.worker_id = self._beat.worker_id
             return self._worker.start(queues=queues, threads=threads or self.threads)
 
     def stop_worker(self, *, timeout: float = 30.0) -> None:
-        """Stop the in-process worker, letting running steps finish within ``timeout``."""
+        """Stop the in-process worker, letting running steps finish within ``timeout``,
+        then its heartbeat (its row is marked stopped)."""
         with self._lock:
             worker, self._worker = self._worker, None
+            beat, self._beat = self._beat, None
         if worker is not None:
             worker.stop(timeout)
+        if beat is not None:
+            beat.stop()
 
     def close(self) -> None:
         """Stop the in-process worker and close broker and database connections."""

@@ -5,6 +5,7 @@ Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
 
     FlowkitError
     ├── ConfigurationError        bad URL, missing optional extra, bad option value
+    │   └── InvalidQuery          a run query's filter or page cursor is malformed
     ├── FlowDefinitionError       a stage, pipeline or workflow that cannot work
     ├── LoadError                 the CLI's MODULE:ATTR cannot be imported or names no flow
     ├── InputValidationError      a payload that does not match a stage's input type
@@ -47,6 +48,7 @@ __all__ = [
     "FlowNotFound",
     "FlowkitError",
     "InputValidationError",
+    "InvalidQuery",
     "LLMError",
     "LLMOutputError",
     "LLMRequestError",
@@ -75,6 +77,15 @@ class FlowkitError(Exception):
 
 class ConfigurationError(FlowkitError):
     """A configuration value (URL, option, environment variable) is unusable."""
+
+
+class InvalidQuery(ConfigurationError):
+    """A run query (``store.queries.page``) got a malformed page cursor or filter value.
+
+    The message says which; a dashboard answers it with a 400.
+
+    .. versionadded:: 0.2
+    """
 
 
 class FlowDefinitionError(FlowkitError):

@@ -8,7 +8,7 @@ from typing import Any
 
 from .status import RunStatus, StepStatus
 
-__all__ = ["RetryPreview", "RunInfo", "StepInfo"]
+__all__ = ["RetryPreview", "RunInfo", "RunningStep", "StepInfo", "WorkerInfo"]
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -40,6 +40,10 @@ class StepInfo:
     finished_at: datetime | None
     #: LLM usage of the step (``prompt_tokens``, ``completion_tokens``, ``cost``, ``calls``)
     usage: dict[str, Any] | None = None
+    #: the worker (:attr:`WorkerInfo.id`) that holds, or last held, the step
+    #:
+    #: .. versionadded:: 0.2
+    worker_id: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -68,6 +72,10 @@ class RunInfo:
     stop_reason: str | None = None
     #: the RabbitMQ priority of the run's messages (``submit(priority=...)``)
     priority: int | None = None
+    #: ``error["type"]`` of a run that ended ``failed`` or ``timed_out``, else ``None``
+    #:
+    #: .. versionadded:: 0.2
+    error_type: str | None = None
 
     @property
     def stopped(self) -> bool:
@@ -96,3 +104,54 @@ class RetryPreview:
     reused: tuple[str, ...]
     #: succeeded items of a fanned-out start step that are kept, not run again
     kept_items: int = 0
+
+
+@dataclass(frozen=True)
+class RunningStep:
+    """A step a worker is running now (:attr:`WorkerInfo.running`).
+
+    .. versionadded:: 0.2
+    """
+
+    step_id: str
+    run_id: str
+    #: the run's flow
+    flow: str
+    #: the step's name
+    name: str
+    #: the item's position for a fanned-out step, else ``None``
+    item: int | None
+    started_at: datetime | None
+    #: past this, the step is presumed lost and may be run again elsewhere
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker process as it registered itself, and what it runs (``flowkit status``).
+
+    Each ``flowkit worker`` process (each child of ``--processes N``) and each
+    in-process worker (``App.start_worker``) is one worker; it sends a
+    heartbeat every few seconds while it runs.
+
+    .. versionadded:: 0.2
+    """
+
+    id: str
+    host: str
+    pid: int
+    #: the queues it serves, or ``None`` for all of its App's
+    queues: tuple[str, ...] | None
+    #: its worker threads
+    threads: int
+    #: the flowkit version it runs
+    version: str
+    started_at: datetime
+    #: its last heartbeat
+    heartbeat_at: datetime
+    #: when it stopped cleanly, else ``None`` (running, or killed)
+    stopped_at: datetime | None
+    #: not stopped, and its last heartbeat is recent (see ``Workers.list(stale_after=)``)
+    alive: bool
+    #: the steps it is running now
+    running: tuple[RunningStep, ...] = ()

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..config import mask_url
-from ..errors import BrokerError, StoreError
+from ..errors import StoreError
+from ..queue_depths import queue_depths
 from . import exits
 from .loader import load
 from .timeline import print_table
@@ -32,10 +33,11 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         "status",
         parents=[common],
         formatter_class=fmt,
-        help="queue depths (RabbitMQ) and runs by status (database)",
+        help="queue depths (RabbitMQ), live workers and runs by status (database)",
         description="Per queue of MODULE:ATTR: messages ready, delayed (.DQ) and "
-        "dead-lettered (.XQ), and consumers, as RabbitMQ reports them; runs by status "
-        "and the oldest live run, from the database.",
+        "dead-lettered (.XQ), and consumers, as RabbitMQ reports them; the live workers "
+        "(host, pid, queues, threads, the steps they run, their last heartbeat), runs by "
+        "status and the oldest live run, from the database.",
         epilog="examples:\n  flowkit status examples/multiqueue/app.py:app\n"
         "  flowkit status myapp:app --json\n  flowkit status myapp:app --watch 5",
     )
@@ -63,37 +65,6 @@ def health(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def queue_depths(url: str, queues: list[str]) -> dict[str, dict[str, Any]]:
-    """Ready messages and consumers per queue (and its .DQ/.XQ), by passive declares."""
-    import pika
-
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(url))
-    except Exception as exc:
-        raise BrokerError(
-            f"cannot connect to broker {mask_url(url)}: {type(exc).__name__}"
-        ) from exc
-    try:
-        for q in queues:
-            row: dict[str, Any] = {}
-            for label, name in (("ready", q), ("delayed", f"{q}.DQ"), ("dead", f"{q}.XQ")):
-                ch = conn.channel()
-                try:
-                    res = ch.queue_declare(name, passive=True)
-                    row[label] = res.method.message_count
-                    if label == "ready":
-                        row["consumers"] = res.method.consumer_count
-                    ch.close()
-                except Exception:  # a queue nobody declared yet holds nothing
-                    row[label] = 0
-                    row.setdefault("consumers", 0)
-            out[q] = row
-    finally:
-        conn.close()
-    return out
-
-
 def _snapshot(app: Any) -> dict[str, Any]:
     from ..runtime.publisher import CONTROL_QUEUE
 
@@ -113,6 +84,7 @@ def _snapshot(app: Any) -> dict[str, Any]:
     except StoreError:
         raise
     snap["runs"] = runs
+    snap.update(_workers(app))
     snap["oldest_live_run"] = (
         None
         if oldest is None
@@ -128,6 +100,57 @@ def _snapshot(app: Any) -> dict[str, Any]:
     return snap
 
 
+def _workers(app: Any) -> dict[str, Any]:
+    """The live workers, and how many stopped beating without stopping (killed)."""
+    from ..runtime.heartbeat import heartbeat_seconds
+
+    now = datetime.now(timezone.utc)
+    # Three beats: one or two may be late under load without the worker being gone.
+    listed = app.store.workers.list(stale_after=3 * heartbeat_seconds())
+    live = [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "queues": None if w.queues is None else list(w.queues),
+            "threads": w.threads,
+            "version": w.version,
+            "started_at": w.started_at.isoformat(),
+            "heartbeat_age_seconds": round((now - w.heartbeat_at).total_seconds(), 1),
+            "running": [
+                {"step_id": r.step_id, "run_id": r.run_id, "flow": r.flow, "step": r.name}
+                for r in w.running
+            ],
+        }
+        for w in listed
+        if w.alive
+    ]
+    lost = sum(1 for w in listed if not w.alive and w.stopped_at is None)
+    return {"workers": live, "workers_lost": lost}
+
+
+def _print_workers(snap: dict[str, Any]) -> None:
+    lost = f" ({snap['workers_lost']} stopped beating)" if snap["workers_lost"] else ""
+    if not snap["workers"]:
+        print(f"workers none live{lost}")
+        return
+    table = [["WORKER", "HOST", "PID", "QUEUES", "THREADS", "RUNNING", "HEARTBEAT"]]
+    for w in snap["workers"]:
+        steps = ", ".join(f"{r['flow']}.{r['step']}" for r in w["running"][:3])
+        more = len(w["running"]) - 3
+        running = f"{len(w['running'])}" + (
+            f" ({steps}{', ...' if more > 0 else ''})" if steps else ""
+        )
+        queues = "all" if w["queues"] is None else ",".join(w["queues"])
+        age = f"{w['heartbeat_age_seconds']}s ago"
+        # The id's tail: its head is a timestamp, alike for workers started together.
+        table.append(
+            ["…" + w["id"][-8:], w["host"], str(w["pid"]), queues, str(w["threads"]), running, age]
+        )
+    print(f"workers {len(snap['workers'])} live{lost}")
+    print_table(table)
+
+
 def _print(snap: dict[str, Any]) -> None:
     print(f"broker {snap['broker']}   database {snap['database']}")
     if snap["queues"] is None:
@@ -139,6 +162,7 @@ def _print(snap: dict[str, Any]) -> None:
                 [q, str(row["ready"]), str(row["delayed"]), str(row["dead"]), str(row["consumers"])]
             )
         print_table(table)
+    _print_workers(snap)
     print("runs   " + ("  ".join(f"{k} {v}" for k, v in sorted(snap["runs"].items())) or "none"))
     o = snap["oldest_live_run"]
     if o:

@@ -60,6 +60,8 @@ class Engine:
         context_app: handed to each step as ``ctx.app`` (for user code only).
         llm_model: the default model of :mod:`flowkit.llm` steps.
         llm_prices: USD per million tokens per model, for the cost of LLM steps.
+        worker_id: the worker recorded on the steps this engine claims
+            (:attr:`worker_id`; ``App.start_worker`` sets it).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Engine:
         context_app: Any = None,
         llm_model: str | None = None,
         llm_prices: dict[str, tuple[float, float]] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self.flows = {f.name: f for f in flows}
         self.store = store
@@ -90,7 +93,17 @@ class Engine:
             context_app,
             llm_model=llm_model,
             llm_prices=llm_prices,
+            worker_id=worker_id,
         )
+
+    @property
+    def worker_id(self) -> str | None:
+        """The worker (``flowkit_workers.id``) recorded on each step this engine claims."""
+        return self.steps.worker_id
+
+    @worker_id.setter
+    def worker_id(self, value: str | None) -> None:
+        self.steps.worker_id = value
 
     def flow(self, name: str) -> FlowGraph:
         """The flow called ``name``.

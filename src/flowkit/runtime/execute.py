@@ -101,6 +101,8 @@ class StepRunner:
         context_app: handed to each step as ``ctx.app`` for user code; never read here.
         llm_model: the default model of :mod:`flowkit.llm` steps.
         llm_prices: USD per million tokens per model, for the cost of LLM steps.
+        worker_id: the worker (``flowkit_workers.id``) recorded on each step it
+            claims; settable later, as ``App.start_worker`` registers one.
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class StepRunner:
         context_app: Any = None,
         llm_model: str | None = None,
         llm_prices: dict[str, tuple[float, float]] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self.store = store
+        self.worker_id = worker_id
         self.llm_model = llm_model
         self.llm_prices = dict(llm_prices or {})
         self.publisher = publisher
@@ -179,6 +183,7 @@ class StepRunner:
             starts_run=not job.flow.parents(stage.name),
             limits=self._limits(job) if stage.limits.any else None,
             redelivered=job.got.redelivered,
+            worker_id=self.worker_id,
         )
 
     def _limits(self, job: Job) -> ClaimLimits:

@@ -4,6 +4,7 @@ from .control import Control
 from .db import Database
 from .deadletters import DeadLetter, DeadLetters
 from .llmcache import LLMCache
+from .queries import Queries, RunFilter, RunPage
 from .reads import Reads
 from .rows import (
     NO_STOP,
@@ -20,6 +21,7 @@ from .rows import (
 )
 from .runs import Created, Recorded, Runs
 from .store import Store
+from .workers import Workers
 
 __all__ = [
     "NO_STOP",
@@ -36,11 +38,15 @@ __all__ = [
     "LLMCache",
     "NewStep",
     "Outcome",
+    "Queries",
     "Reads",
     "Recorded",
     "RunEnd",
+    "RunFilter",
+    "RunPage",
     "Runs",
     "Source",
     "StepRow",
     "Store",
+    "Workers",
 ]

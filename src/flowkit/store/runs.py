@@ -122,6 +122,7 @@ class Runs:
         starts_run: bool,
         limits: ClaimLimits | None = None,
         redelivered: bool = True,
+        worker_id: str | None = None,
     ) -> Claim | Delayed | None:
         """Mark a step running for this message; ``None`` if it is not ours to run.
 
@@ -130,13 +131,16 @@ class Runs:
         (its worker died: the broker marks it ``redelivered``). Anything else is a
         duplicate, including a second copy of the same message published twice.
         A step over one of its ``limits`` is not claimed: :class:`Delayed` says
-        when to try again.
+        when to try again. ``worker_id`` (a :class:`~.workers.Workers` row) is
+        recorded on the step as the worker holding it.
         """
         if limits is None and self.db.fast:
             with self.db.autocommit(durable=False) as conn:
                 row = conn.execute(
                     t.CLAIM_AND_START if starts_run else t.CLAIM,
-                    _claim_params(step_id, message_id, lease_ms, redelivered, utcnow(), None),
+                    _claim_params(
+                        step_id, message_id, lease_ms, redelivered, utcnow(), None, worker_id
+                    ),
                 ).first()
             return None if row is None else _claim(row)
         with self.db.transaction() as conn:
@@ -149,7 +153,7 @@ class Runs:
                     _put_off(conn, step_id, now + timedelta(milliseconds=delayed.ms))
                     return delayed
             key = limits.key if limits is not None else None
-            params = _claim_params(step_id, message_id, lease_ms, redelivered, now, key)
+            params = _claim_params(step_id, message_id, lease_ms, redelivered, now, key, worker_id)
             row = conn.execute(t.CLAIM, params).first()
             if row is None:
                 return None
@@ -283,6 +287,7 @@ def _claim_params(
     redelivered: bool,
     now: datetime,
     limit_key: str | None,
+    worker_id: str | None,
 ) -> dict[str, Any]:
     return {
         "sid": step_id,
@@ -292,6 +297,7 @@ def _claim_params(
         "redelivered": redelivered,
         "lease": now + timedelta(milliseconds=lease_ms),
         "lkey": limit_key,
+        "wid": worker_id,
     }
 
 

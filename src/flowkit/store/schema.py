@@ -18,10 +18,11 @@ __all__ = [
     "runs",
     "signals",
     "steps",
+    "workers",
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -47,10 +48,16 @@ runs = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("finished_at", Timestamp, nullable=True),
+    # error["type"] of a run that ended failed or timed_out, for filtering by it.
+    sa.Column("error_type", sa.String(100), nullable=True),
     sa.UniqueConstraint("flow", "key", name="uq_flowkit_runs_flow_key"),
     sa.Index("ix_flowkit_runs_flow_created", "flow", "created_at"),
     sa.Index("ix_flowkit_runs_status_created", "status", "created_at"),
     sa.Index("ix_flowkit_runs_created", "created_at"),
+    sa.Index("ix_flowkit_runs_error_created", "error_type", "created_at"),
+    # Key-prefix search (LIKE 'p%'): text_pattern_ops compares bytes, so
+    # PostgreSQL can use the index whatever the database's collation.
+    sa.Index("ix_flowkit_runs_key", "key", postgresql_ops={"key": "text_pattern_ops"}),
 )
 
 steps = sa.Table(
@@ -88,6 +95,8 @@ steps = sa.Table(
     sa.Column("usage", JSONType, nullable=True),
     # The concurrency-limit key the step holds while running (per tenant, ...).
     sa.Column("limit_key", sa.String(200), nullable=True),
+    # The worker (flowkit_workers.id) that holds, or last held, the step.
+    sa.Column("worker_id", sa.String(32), nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
     sa.Index("ix_flowkit_steps_limit", "limit_key", "status"),
@@ -147,4 +156,21 @@ dead_letters = sa.Table(
     sa.Column("step_id", sa.String(32), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index("ix_flowkit_dead_letters_created", "created_at"),
+)
+
+workers = sa.Table(
+    "flowkit_workers",
+    metadata,
+    # One row per worker process (App.start_worker), kept alive by heartbeats.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # The queues it serves; NULL: every queue of its App.
+    sa.Column("queues", JSONType, nullable=True),
+    sa.Column("threads", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+    sa.Column("stopped_at", Timestamp, nullable=True),
+    sa.Index("ix_flowkit_workers_heartbeat", "heartbeat_at"),
 )

@@ -7,8 +7,10 @@ from .db import Database
 from .deadletters import DeadLetters
 from .llmcache import LLMCache
 from .migrate import check_schema, ensure_schema
+from .queries import Queries
 from .reads import Reads
 from .runs import Runs
+from .workers import Workers
 
 __all__ = ["Store"]
 
@@ -18,8 +20,9 @@ class Store(Reads):
 
     The read queries (:class:`~.reads.Reads`) are its own methods; the writes
     are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
-    (signals, cancel, deadlines, redrive), :attr:`dead_letters` and
-    :attr:`llm_cache`. Every part shares one :class:`~.db.Database`.
+    (signals, cancel, deadlines, redrive), :attr:`dead_letters`,
+    :attr:`llm_cache` and :attr:`workers`; :attr:`queries` reads runs page by
+    page for a dashboard. Every part shares one :class:`~.db.Database`.
 
     Parameters:
         url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
@@ -39,6 +42,10 @@ class Store(Reads):
         self.dead_letters = DeadLetters(db)
         #: the LLM response cache (see :mod:`.llmcache`)
         self.llm_cache = LLMCache(db)
+        #: worker processes and their heartbeats (see :mod:`.workers`)
+        self.workers = Workers(db)
+        #: filtered pages of runs, cached counts (see :mod:`.queries`)
+        self.queries = Queries(db)
 
     def ensure_schema(self) -> None:
         """Create or upgrade the schema if needed (see :func:`.migrate.ensure_schema`)."""

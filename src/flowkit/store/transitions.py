@@ -79,6 +79,7 @@ __all__ = [
     "COMPLETE_AND_END",
     "COMPLETE_WITH_SUCCESSOR",
     "cancel_if_run_over",
+    "error_type_of",
     "fail_step",
     "fail_wait",
     "finish_run",
@@ -134,6 +135,8 @@ CLAIM = (
         started_at=_NOW,
         lease_until=bind("lease", Timestamp),
         limit_key=bind("lkey"),
+        # Which worker process holds it (flowkit_workers.id), for the dashboard.
+        worker_id=bind("wid"),
     )
     .returning(
         steps.c.run_id, steps.c.name, steps.c.attempts, steps.c.input, steps.c.item, steps.c.usage
@@ -367,7 +370,12 @@ def finish_run(
     error: Any = None,
     stop_reason: str | None = None,
 ) -> bool:
-    """live → succeeded / failed / cancelled / timed_out; ``False`` if already over."""
+    """live → succeeded / failed / cancelled / timed_out; ``False`` if already over.
+
+    Every run's end goes through here (or :data:`COMPLETE_AND_END`, which only
+    succeeds), so this is where ``error_type`` is copied from ``error["type"]``
+    for the run queries' error filter.
+    """
     res = conn.execute(
         runs.update()
         .where(runs.c.id == run_id, runs.c.status.in_(RUN_LIVE))
@@ -375,11 +383,18 @@ def finish_run(
             status=status.value,
             output=output,
             error=error,
+            error_type=error_type_of(error),
             stop_reason=stop_reason,
             finished_at=now,
         )
     )
     return bool(res.rowcount == 1)
+
+
+def error_type_of(error: Any) -> str | None:
+    """The ``type`` of a recorded error (cut to the column's 100 characters), if any."""
+    kind = error.get("type") if isinstance(error, dict) else None
+    return str(kind)[:100] if kind else None
 
 
 def run_waits(conn: Connection, run_id: str) -> None:
@@ -408,6 +423,7 @@ def restart_run(conn: Connection, run_id: str) -> None:
         .values(
             status=RunStatus.RUNNING.value,
             error=None,
+            error_type=None,
             output=None,
             stop_reason=None,
             finished_at=None,
