@@ -1,7 +1,8 @@
 """Benchmark flowkit against raw Dramatiq on the same RabbitMQ, side by side.
 
     python -m bench [--items 2000] [--latency 200] [--fan 1000] [--store-runs 1000000]
-                    [--only pipeline,latency,fanout,store,memory,embedded] [--out bench/results]
+                    [--only pipeline,latency,fanout,store,dashboard,memory,embedded]
+                    [--out bench/results]
 
 Needs RabbitMQ and PostgreSQL (``BENCH_AMQP``, ``BENCH_PG``; defaults are the
 local ones). Each scenario is bounded in time; the table is printed and the
@@ -395,6 +396,92 @@ def scenario_store(args: argparse.Namespace, results: dict[str, Any]) -> None:
         }
 
 
+def _fill_runs(pg: str, n: int, fan_items: int) -> str:
+    """``n`` runs over three flows and five statuses, keys, error types; one fan-out run."""
+    with psycopg.connect(pg, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO flowkit_runs (id, flow, key, status, input, error, error_type, "
+            "created_at, finished_at) "
+            "SELECT lpad(to_hex(g), 32, '0'), (ARRAY['bench6','bench-fan','other'])[g %% 3 + 1], "
+            "'tenant-' || (g %% 1000) || ':' || g, "
+            "(ARRAY['succeeded','failed','running','cancelled','succeeded'])[g %% 5 + 1], "
+            "'1'::jsonb, NULL, "
+            "CASE WHEN g %% 5 = 1 THEN (ARRAY['ValueError','Timeout','PermanentError'])"
+            "[g %% 3 + 1] END, now() - (g || ' seconds')::interval, now() "
+            "FROM generate_series(1, %s) g",
+            (n,),
+        )
+        fan_run = "f" * 32
+        c.execute(
+            "INSERT INTO flowkit_runs (id, flow, status, input, created_at) "
+            "VALUES (%s, 'bench-fan', 'succeeded', %s, now())",
+            (fan_run, str(fan_items)),
+        )
+        c.execute(
+            "INSERT INTO flowkit_steps (id, run_id, name, item, status, queue, attempts, "
+            "input, output, created_at, started_at, finished_at) "
+            "SELECT lpad(to_hex(g), 31, '0') || 'c', %s, 'child', g, 'succeeded', 'fk.fan', 1, "
+            "to_jsonb(g), to_jsonb(g), now(), now(), now() FROM generate_series(0, %s - 1) g",
+            (fan_run, fan_items),
+        )
+        c.execute("ANALYZE")
+    return fan_run
+
+
+def scenario_dashboard(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The dashboard's pages and API on ``--store-runs`` runs, timed inside the server process."""
+    from starlette.testclient import TestClient
+
+    import bench.fk_app as fk
+    from flowkit.dashboard import create_app
+
+    with Env() as env:
+        e = env.env()
+        subprocess.run(
+            [PY, "-m", "flowkit", "db", "upgrade"], env=e, check=True, capture_output=True
+        )
+        fan_run = _fill_runs(env.pg, args.store_runs, 1000)
+        fk.app.configure(
+            database_url=env.pg.replace("postgresql://", "postgresql+psycopg://"),
+            broker_url=env.amqp,
+            embedded_worker=False,
+        )
+        client = TestClient(create_app(fk.app, read_only=True))
+
+        def ms(url: str) -> float:
+            assert client.get(url).status_code == 200, url
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                r = client.get(url)
+                times.append(time.perf_counter() - t)
+                assert r.status_code == 200, url
+            return round(sorted(times)[2] * 1000, 1)
+
+        pages = {
+            "runs_page": "/runs",
+            "api_runs": "/api/runs",
+            "api_runs_flow_status": "/api/runs?flow=bench6&status=failed",
+            "api_runs_key_prefix": "/api/runs?key_prefix=tenant-42:",
+            "api_runs_error_type": "/api/runs?error_type=Timeout",
+            "api_runs_since": "/api/runs?since=2026-01-01T00:00:00%2B00:00&flow=other",
+            "run_page_fanout_1000": f"/runs/{fan_run}",
+            "api_run_fanout_1000": f"/api/runs/{fan_run}",
+        }
+        timings = {name: ms(url) for name, url in pages.items()}
+        # The counts on top of /runs are cached for 5 s; this is what a refresh costs.
+        queries = fk.app.store.queries
+        times = []
+        for _ in range(3):
+            queries.clear_cache()
+            t = time.perf_counter()
+            queries.counts()
+            times.append(time.perf_counter() - t)
+        timings["counts_uncached"] = round(sorted(times)[1] * 1000, 1)
+        fk.app.close()
+        results["dashboard"] = {"runs": args.store_runs, **timings}
+
+
 def scenario_memory(args: argparse.Namespace, results: dict[str, Any]) -> None:
     def rss(pid: int) -> float:
         total = 0
@@ -460,6 +547,7 @@ SCENARIOS = {
     "latency": scenario_latency,
     "fanout": scenario_fanout,
     "store": scenario_store,
+    "dashboard": scenario_dashboard,
     "memory": scenario_memory,
     "embedded": scenario_embedded,
 }
@@ -540,6 +628,13 @@ def table(r: dict[str, Any]) -> str:
             rows.append(
                 f"| {st['runs']:,} runs, the same queries in a running process (median of 5) "
                 f"| | {q['runs_list_failed_ms']} / {q['runs_show_ms']} / {q['status_ms']} ms | |"
+            )
+    if "dashboard" in r:
+        d = dict(r["dashboard"])
+        n = d.pop("runs")
+        for name, value in d.items():
+            rows.append(
+                f"| dashboard on {n:,} runs: {name} (server time, median of 5) | | {value} ms | |"
             )
     if "memory" in r:
         m = r["memory"]

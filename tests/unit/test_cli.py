@@ -12,6 +12,7 @@ HERE = Path(__file__).parent
 FLOWS = str(HERE / "sample_flows.py")
 COMMANDS = [
     ["emit"],
+    ["dashboard"],
     ["graph"],
     ["worker"],
     ["dev"],

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._types import parse_duration_ms
 from ..app import App
+from ..dead_retry import redrive_dead_letters
 from ..errors import ConfigurationError
 from . import exits
 from .loader import load
@@ -99,43 +100,14 @@ def dead_list(args: argparse.Namespace) -> int:
 
 
 def dead_retry(args: argparse.Namespace) -> int:
-    from ..runtime.quarantine import decode_stored
-
     if not args.ids and not args.all:
         raise ConfigurationError("name dead letters to retry, or pass --all")
     app = _app(args)
     try:
-        app.broker  # noqa: B018 - installs the encoder (and keys) that check stored bodies
-        letters = app.store.dead_letters.newest(limit=100_000)
-        if not args.all:
-            letters = [d for d in letters if d.id in set(args.ids)]
-        done, skipped = [], 0
-        runs_retried: set[str] = set()
-        for d in letters:
-            if d.run_id and d.reason.startswith("step failed"):
-                if d.run_id not in runs_retried:
-                    app.retry(d.run_id)
-                    runs_retried.add(d.run_id)
-                done.append(d.id)
-                continue
-            if d.body and d.queue and not d.body.startswith("base64:"):
-                try:
-                    # Checked like a delivery (signature, limits), not recorded again.
-                    message = decode_stored(d.body)
-                except Exception:
-                    skipped += 1
-                    continue
-                app.broker.enqueue(message.copy(options={}))
-                done.append(d.id)
-                continue
-            skipped += 1
-        if done:
-            app.store.dead_letters.delete(done)
+        done, skipped = redrive_dead_letters(app, None if args.all else args.ids)
     finally:
         app.close()
-    print(
-        f"re-drove {len(done)} dead letter(s); {skipped} cannot be re-driven (not a valid message)"
-    )
+    print(f"re-drove {done} dead letter(s); {skipped} cannot be re-driven (not a valid message)")
     return exits.OK
 
 

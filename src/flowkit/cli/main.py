@@ -13,6 +13,7 @@ from ..errors import FlowkitError
 from ..redact import protect, redact, remember_environment
 from . import (
     commands_control,
+    commands_dashboard,
     commands_db,
     commands_dead,
     commands_flows,
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_dead.register(sub, common, _Formatter)
     commands_ops.register(sub, common, _Formatter)
     commands_db.register(sub, common, _Formatter)
+    commands_dashboard.register(sub, common, _Formatter)
     return parser
 
 
