@@ -2,6 +2,10 @@
 PostgreSQL. Each page's screenshot is saved under docs/_static/dashboard for the docs.
 """
 
+# The fixtures come from br_kit (a second conftest.py would shadow the top one's
+# ``from conftest import``), so test parameters redefine the imported names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
@@ -14,7 +18,7 @@ from typing import Any
 
 import br_flows
 import pytest
-from br_kit import HEARTBEAT, Fleet
+from br_kit import HEARTBEAT, Fleet, chrome, fleet, shot  # noqa: F401 - fixtures
 from fk_procs import wait_until
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
