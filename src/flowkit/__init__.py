@@ -41,7 +41,7 @@ from .flows import Flow, Pipeline
 from .joins import ItemFailure, Settled
 from .observability import Observer
 from .queues import Queue, RateLimit
-from .records import RetryPreview, RunInfo, RunningStep, StepInfo, WorkerInfo
+from .records import AttemptInfo, RetryPreview, RunInfo, RunningStep, StepInfo, WorkerInfo
 from .stage import Stage, Stop, stage
 from .status import RunStatus, StepStatus
 from .workflows import Workflow
@@ -64,6 +64,7 @@ __all__ = [
     "Run",
     "RunInfo",
     "StepInfo",
+    "AttemptInfo",
     "RetryPreview",
     "WorkerInfo",
     "RunningStep",

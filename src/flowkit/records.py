@@ -8,7 +8,7 @@ from typing import Any
 
 from .status import RunStatus, StepStatus
 
-__all__ = ["RetryPreview", "RunInfo", "RunningStep", "StepInfo", "WorkerInfo"]
+__all__ = ["AttemptInfo", "RetryPreview", "RunInfo", "RunningStep", "StepInfo", "WorkerInfo"]
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -48,6 +48,36 @@ class StepInfo:
     @property
     def duration(self) -> float | None:
         """Seconds from the last attempt's start to the finish, if both are known."""
+        return _seconds(self.started_at, self.finished_at)
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """An attempt of a step that did not succeed (``Store.get_attempts``, the run page).
+
+    Only attempts that were retried, failed or lost (their worker died before
+    recording an outcome) are logged; a step's last attempt is also its
+    :class:`StepInfo` row.
+
+    .. versionadded:: 0.3
+    """
+
+    step_id: str
+    run_id: str
+    #: its number, from 1 (the step row's ``attempts`` when it ran)
+    attempt: int
+    #: ``"retried"``, ``"failed"`` or ``"lost"``
+    outcome: str
+    worker_id: str | None
+    started_at: datetime | None
+    #: when it failed, or when its loss was noticed
+    finished_at: datetime | None
+    #: the recorded error (``type``, ``message``, ...); ``None`` for a lost attempt
+    error: dict[str, Any] | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from its start to its end, if both are known."""
         return _seconds(self.started_at, self.finished_at)
 
 

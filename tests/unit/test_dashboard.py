@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -524,3 +525,156 @@ def test_workers_page_lists_the_embedded_worker(fk: flowkit.App, client: TestCli
     assert workers and workers[0]["alive"] is True
     page = client.get("/workers").text
     assert f'data-worker-id="{workers[0]["id"]}" data-alive="true"' in page
+
+
+# -- attempts, signals, limits in use, a gone worker's steps ------------------------------
+_tries: dict[str, int] = {}
+
+
+class Job(BaseModel):
+    tenant: str
+
+
+@flowkit.stage(retries=2, min_backoff="10ms", max_backoff="10ms")
+def shaky(o: Order) -> Order:
+    _tries[o.ref] = _tries.get(o.ref, 0) + 1
+    if _tries[o.ref] == 1:
+        raise ValueError("the first try of <i>shaky</i> fails")
+    return o
+
+
+@flowkit.stage(queue="capped", concurrency=2, concurrency_key=lambda j: j.tenant, rate_limit="5/m")
+def capped(j: Job) -> Job:
+    return j
+
+
+retrying = flowkit.Pipeline("retrying", [shaky])
+limited = flowkit.Pipeline("limited", [capped])
+extra = flowkit.App("dashboard-extra", flows=[retrying, limited])
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Iterator[flowkit.App]:
+    with embedded(extra, tmp_path, threads=2) as a:
+        a.store  # noqa: B018
+        yield a
+
+
+def test_every_attempt_is_on_the_timeline(fx: flowkit.App) -> None:
+    run = fx.submit("retrying", {"ref": "t-1", "amount": 1})
+    run.result(timeout=10)
+    c = _client(fx)
+    (step,) = c.get(f"/api/runs/{run.id}").json()["steps"]
+    assert step["attempts"] == 2
+    first, last = step["attempt_log"]
+    assert (first["attempt"], first["outcome"], first["current"]) == (1, "retried", False)
+    assert first["error"]["type"] == "ValueError" and first["worker_id"] and first["started_at"]
+    assert (last["attempt"], last["outcome"], last["current"]) == (2, "succeeded", True)
+    page = c.get(f"/runs/{run.id}").text
+    row = f'data-step-id="{step["id"]}" data-attempt="1" data-outcome="retried"'
+    assert row in page and "attempt 1" in page
+    assert "&lt;i&gt;shaky&lt;/i&gt;" in page and "<i>shaky" not in page
+
+
+def test_a_failed_run_lists_its_final_attempt_once(fk: flowkit.App, client: TestClient) -> None:
+    _flaky.set()
+    run = fk.submit("flaky", {"ref": "f-1", "amount": 1})
+    wait_for_status(run, RunStatus.FAILED, timeout=10)
+    steps = client.get(f"/api/runs/{run.id}").json()["steps"]
+    second = next(s for s in steps if s["name"] == "second")
+    (only,) = second["attempt_log"]
+    assert (only["outcome"], only["current"]) == ("failed", True)
+    assert 'class="attempt"' not in client.get(f"/runs/{run.id}").text
+
+
+def test_signals_awaited_and_received(fk: flowkit.App, client: TestClient) -> None:
+    run = waiting_run(fk, "s-1")
+    doc = client.get(f"/api/runs/{run.id}").json()
+    (awaited,) = doc["signals_awaited"]
+    assert (awaited["signal"], awaited["step"], awaited["waiting"]) == ("approval", "decide", True)
+    assert awaited["deadline"] is None  # no timeout on this wait
+    assert doc["signals_received"] == []
+    page = client.get(f"/runs/{run.id}").text
+    assert 'id="signals-awaited"' in page and 'data-signal="approval"' in page
+    fk.store.control.deliver_signal(run.id, "note", {"password": SECRET, "n": 1}, None)
+    received = client.get(f"/api/runs/{run.id}").json()["signals_received"]
+    assert [r["name"] for r in received] == ["note"] and received[0]["received_at"]
+    assert received[0]["payload"]["n"] == 1 and SECRET not in str(received)
+    r = client.post(
+        f"/api/runs/{run.id}/signals/approval",
+        json={"data": {"approver": "ann", "ok": True}},
+        headers=bearer(),
+    )
+    assert r.status_code == 200
+    run.result(timeout=10)
+    doc = client.get(f"/api/runs/{run.id}").json()
+    assert doc["signals_awaited"] == []
+    assert [r["name"] for r in doc["signals_received"]] == ["note", "approval"]
+    assert doc["signals_received"][1]["payload"] == {"approver": "ann", "ok": True}
+    page = client.get(f"/runs/{run.id}").text
+    assert 'id="signals-received"' in page and SECRET not in page
+
+
+def test_a_signal_deadline_is_the_waiting_rows_due_time(fk: flowkit.App) -> None:
+    from flowkit.dashboard import views
+    from flowkit.store import SignalWait
+
+    run = waiting_run(fk, "s-2")
+    info, steps = fk.store.get_run(run.id), fk.store.get_steps(run.id)
+    assert info is not None
+    decide = next(s for s in steps if s.name == "decide")
+    due = info.created_at + timedelta(minutes=5)
+    waits = [SignalWait(decide.id, "decide", 1, due)]
+    (awaited,) = views.signals_awaited(fk.flow("approvals").compile(), info, steps, waits, [])
+    assert awaited["deadline"] == due.isoformat() and awaited["step_id"] == decide.id
+
+
+def test_queues_show_how_much_of_each_limit_is_in_use(fx: flowkit.App) -> None:
+    from flowkit._ids import new_id
+    from flowkit.store import ClaimLimits, NewStep
+
+    store = fx.store
+    for tenant in ("acme", "acme", "beta"):
+        step = NewStep(id=new_id(), name="capped", queue="capped", input={"tenant": tenant})
+        store.runs.create(run_id=new_id(), flow="limited", key=None, input={}, first=[step])
+        lim = ClaimLimits(
+            queue="capped",
+            key=f"limited.capped:{tenant}",
+            key_concurrency=2,
+            rates=(("limited.capped", 5, 60_000),),
+        )
+        assert store.runs.claim(step.id, new_id(), lease_ms=60_000, starts_run=True, limits=lim)
+    c = _client(fx)
+    (row,) = [q for q in c.get("/api/queues").json()["queues"] if q["name"] == "capped"]
+    conc, rate = row["in_use"]
+    assert conc == {
+        "step": "limited.capped",
+        "limit": "concurrency 2 per key",
+        "in_use": 3,
+        "by_key": {"limited.capped:acme": 2, "limited.capped:beta": 1},
+    }
+    assert (rate["limit"], rate["in_use"], rate["by_key"]) == ("rate 5/60s", 3, None)
+    page = c.get("/queues").text
+    assert 'data-in-use="3"' in page and 'data-key="limited.capped:acme"' in page
+
+
+def test_a_gone_workers_steps_show_when_they_resume(fk: flowkit.App, client: TestClient) -> None:
+    from flowkit._ids import new_id
+    from flowkit.store import NewStep
+
+    store = fk.store
+    wid = store.workers.register(host="h", pid=1, queues=None, threads=1, version="0")
+    step = NewStep(
+        id=new_id(), name="passthrough", queue="default", input={"ref": "g", "amount": 1}
+    )
+    store.runs.create(run_id=new_id(), flow="echo", key=None, input={}, first=[step])
+    store.runs.claim(step.id, "m-gone", lease_ms=600_000, starts_run=True, worker_id=wid)
+    store.workers.stopped(wid)
+    (gone,) = [w for w in client.get("/api/workers").json()["workers"] if w["id"] == wid]
+    (held,) = gone["running"]
+    assert held["resumes_after"] == held["lease_until"] is not None
+    clock = (
+        datetime.fromisoformat(held["lease_until"]).astimezone(timezone.utc).strftime("%H:%M:%S")
+    )
+    page = client.get("/workers").text
+    assert f"resumed after {clock} (its lease)" in page

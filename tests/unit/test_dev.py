@@ -106,3 +106,63 @@ def test_dev_resumes_runs_left_by_a_previous_process(cli: Any, env: dict[str, st
             assert app.run(run_id).wait(timeout=30) is flowkit.RunStatus.SUCCEEDED
     finally:
         assert p.stop() == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_dev_serves_the_dashboard_in_the_same_process(env: dict[str, str]) -> None:
+    pytest.importorskip("uvicorn")
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    p = Proc(flowkit_cmd("dev", f"{FLOWS}:pipeline", "--dashboard-port", str(port)), env)
+    try:
+        p.wait_for("flowkit dev pid=")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.1)
+        # --no-auth: an action needs no token; the worker of the same process runs it.
+        body = json.dumps({"input": {"tenant_id": "t", "amount": 1}}).encode()
+        req = urllib.request.Request(
+            f"{base}/api/flows/cli-orders/runs",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 201
+            run_id = json.loads(r.read())["id"]
+        with flowkit.App("check", database_url=env["FLOWKIT_DATABASE_URL"]) as app:
+            assert app.run(run_id).wait(timeout=30) is flowkit.RunStatus.SUCCEEDED
+    finally:
+        assert p.stop() == 0
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"{base}/healthz", timeout=2)
+
+
+def test_dev_dashboard_without_the_extra_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowkit.cli import commands_dashboard, exits
+    from flowkit.cli.main import main
+
+    monkeypatch.setattr(commands_dashboard, "_missing_extra", lambda: ["uvicorn"])
+    assert main(["dev", f"{FLOWS}:pipeline", "--dashboard-port", "8123"]) == exits.USAGE
+    err = capsys.readouterr().err
+    assert "pip install '.[dashboard]'" in err and len(err.strip().splitlines()) == 1

@@ -108,14 +108,21 @@ def _app(args: argparse.Namespace) -> App:
     return app
 
 
-def dashboard(args: argparse.Namespace) -> int:
+def missing_extra_hint() -> str | None:
+    """The one-line install hint when the dashboard extra is missing, else ``None``."""
     missing = _missing_extra()
-    if missing:
-        print(
-            f"flowkit: error: the dashboard needs its extra ({', '.join(missing)} missing): "
-            "pip install '.[dashboard]' from flowkit's source",
-            file=sys.stderr,
-        )
+    if not missing:
+        return None
+    return (
+        f"flowkit: error: the dashboard needs its extra ({', '.join(missing)} missing): "
+        "pip install '.[dashboard]' from flowkit's source"
+    )
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    hint = missing_extra_hint()
+    if hint is not None:
+        print(hint, file=sys.stderr)
         return exits.USAGE
     if not 0 < args.port < 65536:
         raise ConfigurationError("--port must be in 1..65535")
@@ -147,6 +154,33 @@ def _serve(
     read_only: bool,
     reads_need_token: bool,
 ) -> int:
+    server = dashboard_server(
+        app,
+        args.host,
+        args.port,
+        token=token,
+        read_only=read_only,
+        reads_need_token=reads_need_token,
+    )
+    server.run()
+    return exits.OK if server.started else exits.UNAVAILABLE
+
+
+def dashboard_server(
+    app: App,
+    host: str,
+    port: int,
+    *,
+    token: str | None,
+    read_only: bool = False,
+    reads_need_token: bool = False,
+) -> Any:
+    """The dashboard of ``app`` as a uvicorn server, not started (``run()`` serves it).
+
+    Run in the main thread, SIGINT and SIGTERM stop it gracefully; run in
+    another thread (``flowkit dev --dashboard-port``), it leaves the signals to
+    the main thread and stops once its ``should_exit`` is set.
+    """
     import uvicorn  # the dashboard extra, optional
 
     from ..dashboard import create_app
@@ -155,8 +189,8 @@ def _serve(
         app, read_only=read_only, token=token, require_token_for_reads=reads_need_token
     )
     mode = asgi.state.dashboard.mode()
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    line = f"flowkit dashboard on http://{host}:{args.port} ({mode})"
+    shown = f"[{host}]" if ":" in host else host
+    line = f"flowkit dashboard on http://{shown}:{port} ({mode})"
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -179,6 +213,4 @@ def _serve(
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    server = Server(uvicorn.Config(asgi, host=args.host, port=args.port, log_level="warning"))
-    server.run()
-    return exits.OK if server.started else exits.UNAVAILABLE
+    return Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning"))

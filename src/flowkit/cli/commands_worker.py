@@ -10,12 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, NotFoundError
 from ..redact import protect
 from . import exits
 from .loader import Target, load
+
+if TYPE_CHECKING:
+    from ..app import App
 
 log = logging.getLogger("flowkit.worker")
 
@@ -62,9 +65,17 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         "queued or running by a previous run, so an embedded run stopped with Ctrl+C resumes; "
         "with the memory broker it also picks up runs submitted by other processes "
         "(flowkit submit) within a few seconds.",
-        epilog="examples:\n  flowkit dev examples/exceptions/app.py:pipeline --threads 8",
+        epilog="examples:\n  flowkit dev examples/exceptions/app.py:pipeline --threads 8\n"
+        "  flowkit dev examples/approvals/app.py:app --dashboard-port 8080",
     )
     _serve_options(d)
+    d.add_argument(
+        "--dashboard-port",
+        type=int,
+        metavar="N",
+        help="also serve the dashboard on 127.0.0.1:N in this process, actions without a "
+        "token (as flowkit dashboard --no-auth); needs the dashboard extra",
+    )
     d.set_defaults(handler=run_dev, processes=1, process_index=None)
 
 
@@ -189,6 +200,15 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
+    if args.dashboard_port is not None:
+        from .commands_dashboard import missing_extra_hint  # the CLI loads commands lazily
+
+        hint = missing_extra_hint()
+        if hint is not None:
+            print(hint, file=sys.stderr)
+            return exits.USAGE
+        if not 0 < args.dashboard_port < 65536:
+            raise ConfigurationError("--dashboard-port must be in 1..65535")
     target = _load(args)
     queues = select_queues(target, args.queues, args.stages)
     return _serve(args, target, queues, dev=True)
@@ -228,6 +248,7 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
 
         servers.append(serve_health(app, args.health_port + index))
     app.start_worker(queues=queues, threads=args.threads)
+    dashboard = _start_dashboard(app, args.dashboard_port) if dev and args.dashboard_port else None
     flows = ",".join(f.name for f in target.flows)
     log.info(
         "flowkit %s pid=%d flows=%s queues=%s threads=%d %s",
@@ -249,12 +270,32 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
                 # that the main thread sees when it next wakes.
                 stop.wait(1.0)
     finally:
+        if dashboard is not None:
+            _stop_dashboard(*dashboard)
         for server in servers:
             server.shutdown()
         app.stop_worker(timeout=args.shutdown_timeout)
         app.close()
         log.info("flowkit worker pid=%d stopped", os.getpid())
     return exits.OK
+
+
+def _start_dashboard(app: App, port: int) -> tuple[Any, threading.Thread]:
+    """``dev --dashboard-port``: the dashboard on 127.0.0.1 in a thread of this process.
+
+    It binds 127.0.0.1 only, so actions need no token (as ``dashboard --no-auth``).
+    """
+    from .commands_dashboard import dashboard_server  # uvicorn only when asked for
+
+    server = dashboard_server(app, "127.0.0.1", port, token=None)
+    thread = threading.Thread(target=server.run, name="flowkit-dashboard", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _stop_dashboard(server: Any, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def _child_argv(args: argparse.Namespace, index: int) -> list[str]:

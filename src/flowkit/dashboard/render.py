@@ -27,6 +27,11 @@ def _when(value: str | datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _clock(value: str | datetime | None) -> str:
+    """The time of day, UTC (``HH:MM:SS``), as the pages' other times."""
+    return _when(value)[-8:] if value else "-"
+
+
 def _secs(value: float | None) -> str:
     if value is None:
         return "-"
@@ -49,7 +54,7 @@ def templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, secs=_secs, ms=_ms, tojson_pretty=pretty)
+    env.filters.update(when=_when, clock=_clock, secs=_secs, ms=_ms, tojson_pretty=pretty)
     return Jinja2Templates(env=env)
 
 

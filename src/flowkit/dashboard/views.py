@@ -10,18 +10,21 @@ from typing import Any
 from .._types import parse_duration_ms
 from ..errors import ConfigurationError, FlowkitError, RunNotFound
 from ..graph import FlowGraph
-from ..records import RunInfo, StepInfo
+from ..records import AttemptInfo, RunInfo, StepInfo
 from ..status import RunStatus, StepStatus
-from ..store import RunFilter
+from ..store import ReceivedSignal, RunFilter, SignalWait
 from .core import Dashboard
-from .shown import error_dict, run_input, run_output, step_input, step_output
+from .shown import error_dict, run_input, run_output, shown, step_input, step_output
 
 __all__ = [
     "FILTER_KEYS",
+    "attempt_log",
     "filter_from",
     "run_detail",
     "run_dict",
     "runs_page",
+    "signals_awaited",
+    "signals_received",
     "step_dict",
 ]
 
@@ -135,6 +138,96 @@ def step_dict(
     return doc
 
 
+def attempt_log(s: StepInfo, logged: list[AttemptInfo]) -> list[dict[str, Any]]:
+    """Every attempt of a step, oldest first: the logged ones that did not succeed, then the
+    step row's own (its last attempt) unless the log already holds it (a final failure).
+
+    ``current`` marks the entry the step row shows; the others are its earlier attempts.
+    """
+    out = [
+        {
+            "attempt": a.attempt,
+            "outcome": a.outcome,
+            "worker_id": a.worker_id,
+            "started_at": _iso(a.started_at),
+            "finished_at": _iso(a.finished_at),
+            "duration": a.duration,
+            "error": error_dict(a.error),
+            "current": (
+                a.outcome == "failed"
+                and a.attempt == s.attempts
+                and a.started_at == s.started_at
+                and s.status is StepStatus.FAILED
+            ),
+        }
+        for a in logged
+    ]
+    if s.attempts and s.started_at is not None and not any(e["current"] for e in out):
+        known = any(a.attempt == s.attempts and a.started_at == s.started_at for a in logged)
+        if not known:  # the step row's attempt (running, succeeded, ...), not in the log
+            out.append(
+                {
+                    "attempt": s.attempts,
+                    "outcome": s.status.value,
+                    "worker_id": s.worker_id,
+                    "started_at": _iso(s.started_at),
+                    "finished_at": _iso(s.finished_at),
+                    "duration": s.duration,
+                    "error": error_dict(s.error),
+                    "current": True,
+                }
+            )
+    return out
+
+
+def signals_received(
+    received: list[ReceivedSignal], graph: FlowGraph | None
+) -> list[dict[str, Any]]:
+    """The signals a run received: name, when, and the payload as it may be shown."""
+    adapters = {}
+    if graph is not None:
+        adapters = {st.wait_for: st.signal_adapter for st in graph.steps.values() if st.wait_for}
+    return [
+        {
+            "name": r.name,
+            "received_at": _iso(r.received_at),
+            "payload": shown(r.payload, adapters.get(r.name)),
+        }
+        for r in received
+    ]
+
+
+def signals_awaited(
+    graph: FlowGraph | None,
+    run: RunInfo,
+    steps: list[StepInfo],
+    waits: list[SignalWait],
+    received: list[ReceivedSignal],
+) -> list[dict[str, Any]]:
+    """The signals the run's steps wait for and have not received, each with its step and
+    deadline (the waiting row's ``scheduled_at`` once only the signal is missing)."""
+    if graph is None or run.status.terminal:
+        return []
+    got = {r.name for r in received}
+    done = {s.name for s in steps if s.status.terminal or s.status is StepStatus.RUNNING}
+    waiting = {w.name: w for w in waits}
+    out = []
+    for name, stage in graph.steps.items():
+        if not stage.wait_for or name in done or stage.wait_for in got:
+            continue
+        w = waiting.get(name)
+        out.append(
+            {
+                "signal": stage.wait_for,
+                "step": name,
+                "step_id": w.step_id if w is not None else None,
+                "waiting": w is not None,
+                "deadline": _iso(w.deadline) if w is not None else None,
+            }
+        )
+    return out
+
+
 def runs_page(dash: Dashboard, params: Mapping[str, str]) -> dict[str, Any]:
     """The runs list: counts by status, one page of runs newest first, the next cursor.
 
@@ -236,9 +329,17 @@ def run_detail(dash: Dashboard, run_id: str) -> dict[str, Any]:
         RunNotFound: no such run.
     """
     run = require_run(dash, run_id)
-    steps = dash.store.get_steps(run_id)
+    store = dash.store
+    steps = store.get_steps(run_id)
+    logged: dict[str, list[AttemptInfo]] = {}
+    for a in store.get_attempts(run_id):
+        logged.setdefault(a.step_id, []).append(a)
+    received = store.get_signals(run_id)
     graph = dash.graph(run.flow)
-    rows = [step_dict(s, graph, payloads=True) for s in steps]
+    rows = []
+    for s in steps:
+        rows.append(step_dict(s, graph, payloads=True))
+        rows[-1]["attempt_log"] = attempt_log(s, logged.get(s.id, []))
     doc = run_dict(run, graph, payloads=True)
     # RunInfo does not carry the stored deadline: the flow's timeout from submit says
     # when it was first set (a retry sets it again from the retry).
@@ -250,6 +351,9 @@ def run_detail(dash: Dashboard, run_id: str) -> dict[str, Any]:
     doc["steps"] = rows
     doc["groups"] = step_groups(rows, graph)
     doc["signals"] = waiting_signals(graph, run, steps)
+    waits = store.signal_waits(run_id) if not run.status.terminal else []
+    doc["signals_awaited"] = signals_awaited(graph, run, steps, waits, received)
+    doc["signals_received"] = signals_received(received, graph)
     doc["has_definitions"] = graph is not None
     return doc
 

@@ -17,7 +17,14 @@ from ..redact import mask_secret_fields, redact
 from ..runtime.heartbeat import heartbeat_seconds
 from .core import Dashboard
 
-__all__ = ["dead_page", "flows_json", "limits_text", "queues_page", "workers_page"]
+__all__ = [
+    "dead_page",
+    "flows_json",
+    "limits_in_use",
+    "limits_text",
+    "queues_page",
+    "workers_page",
+]
 
 BODY_CHARS = 600
 #: workers gone (stopped or silent) for longer than this are not listed
@@ -113,6 +120,7 @@ def queues_page(dash: Dashboard) -> dict[str, Any]:
             for text in limits_text(stage.limits):
                 limits.setdefault(stage.queue, []).append(f"{flow.name}.{name}: {text}")
     names = sorted(dash.app.queues() | {CONTROL_QUEUE})
+    in_use = limits_in_use(dash)
     note, depths = None, {}
     if dash.app.settings.embedded:
         note = "queue depths are not available: the broker is memory:// (in-process)"
@@ -121,8 +129,62 @@ def queues_page(dash: Dashboard) -> dict[str, Any]:
             depths = queue_depths(dash.app.settings.broker_url, names)
         except BrokerError as exc:
             note = redact(str(exc))
-    rows = [{"name": q, "depth": depths.get(q), "limits": limits.get(q, [])} for q in names]
+    rows = [
+        {
+            "name": q,
+            "depth": depths.get(q),
+            "limits": limits.get(q, []),
+            "in_use": in_use.get(q, []),
+        }
+        for q in names
+    ]
     return {"queues": rows, "note": note}
+
+
+def limits_in_use(dash: Dashboard) -> dict[str, list[dict[str, Any]]]:
+    """Per queue, each declared limit and how much of it is in use now.
+
+    A concurrency limit counts the steps running now (on the queue, or per
+    concurrency key); a rate limit the starts in its current window (the rate
+    log). ``by_key`` splits a per-key limit by its keys (as the claim holds
+    them: ``flow.step:value``). A queue's own limits are listed once.
+    """
+    used = dash.store.in_use
+    out: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[str, str]] = set()
+
+    def add(queue: str, entry: dict[str, Any]) -> None:
+        key = (queue, entry["limit"] if entry["step"] is None else entry["step"] + entry["limit"])
+        if key not in seen:
+            seen.add(key)
+            out.setdefault(queue, []).append(entry)
+
+    running = used.running_by_queue(sorted(dash.app.queues()))
+    for flow in dash.app.flows:
+        for name, stage in flow.compile().steps.items():
+            lim, scope, q = stage.limits, f"{flow.name}.{name}", stage.queue
+            if lim.queue_concurrency:
+                text = f"queue concurrency {lim.queue_concurrency}"
+                add(q, _use(None, text, running.get(q, 0), None))
+            if lim.queue_rate:
+                starts = used.rate_starts(f"queue:{q}", lim.queue_rate.window_ms)
+                add(q, _use(None, f"queue rate {lim.queue_rate}", sum(starts.values()), None))
+            if lim.concurrency:
+                keys = used.running_by_key(scope)
+                per = " per key" if lim.concurrency_key else ""
+                text = f"concurrency {lim.concurrency}{per}"
+                add(q, _use(scope, text, sum(keys.values()), keys if per else None))
+            if lim.rate:
+                keys = used.rate_starts(scope, lim.rate.window_ms)
+                per = " per key" if lim.rate_key else ""
+                text = f"rate {lim.rate}{per}"
+                add(q, _use(scope, text, sum(keys.values()), keys if per else None))
+    return out
+
+
+def _use(step: str | None, limit: str, now: int, by_key: dict[str, int] | None) -> dict[str, Any]:
+    shown = None if by_key is None else {redact(k): n for k, n in sorted(by_key.items())}
+    return {"step": step, "limit": limit, "in_use": now, "by_key": shown}
 
 
 def _age(moment: datetime | None, now: datetime) -> float | None:
@@ -151,6 +213,9 @@ def _worker(w: WorkerInfo, now: datetime) -> dict[str, Any]:
                 "item": r.item,
                 "started_at": _iso(r.started_at),
                 "lease_until": _iso(r.lease_until),
+                # A gone worker's step is run again once its lease passes (the
+                # recovery sweep, or the broker's redelivery, takes it over).
+                "resumes_after": None if w.alive else _iso(r.lease_until),
             }
             for r in w.running
         ],

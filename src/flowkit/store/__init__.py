@@ -3,6 +3,7 @@
 from .control import Control
 from .db import Database
 from .deadletters import DeadLetter, DeadLetters
+from .inuse import LimitsInUse
 from .llmcache import LLMCache
 from .queries import Queries, RunFilter, RunPage
 from .reads import Reads
@@ -15,7 +16,9 @@ from .rows import (
     Gate,
     NewStep,
     Outcome,
+    ReceivedSignal,
     RunEnd,
+    SignalWait,
     Source,
     StepRow,
 )
@@ -36,15 +39,18 @@ __all__ = [
     "DueStep",
     "Gate",
     "LLMCache",
+    "LimitsInUse",
     "NewStep",
     "Outcome",
     "Queries",
     "Reads",
+    "ReceivedSignal",
     "Recorded",
     "RunEnd",
     "RunFilter",
     "RunPage",
     "Runs",
+    "SignalWait",
     "Source",
     "StepRow",
     "Store",

@@ -11,12 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..records import RunInfo, StepInfo
+from ..records import AttemptInfo, RunInfo, StepInfo
 from ..status import RunStatus, StepStatus
+from .attempts import attempts_of
 from .db import Database, aware, utcnow
 from .guards import RUN_LIVE
-from .rows import StepRow
-from .schema import runs, steps
+from .rows import ReceivedSignal, SignalWait, StepRow
+from .schema import runs, signals, steps
 
 __all__ = ["Reads", "run_info", "step_info"]
 
@@ -91,6 +92,37 @@ class Reads:
         with self.db.transaction() as conn:
             rows = conn.execute(stmt).all()
         return [step_info(r) for r in rows]
+
+    def get_attempts(self, run_id: str) -> list[AttemptInfo]:
+        """The run's attempts that did not succeed (retried, failed, lost), oldest first.
+
+        A step's last attempt is its :class:`~flowkit.StepInfo` too: a step
+        that failed for good has its final attempt in both.
+        """
+        with self.db.transaction() as conn:
+            return attempts_of(conn, run_id)
+
+    def get_signals(self, run_id: str) -> list[ReceivedSignal]:
+        """The signals the run received, in the order they came (payloads as stored)."""
+        stmt = (
+            sa.select(signals.c.name, signals.c.created_at, signals.c.payload)
+            .where(signals.c.run_id == run_id)
+            .order_by(signals.c.created_at, signals.c.id)
+        )
+        with self.db.transaction() as conn:
+            rows = conn.execute(stmt).all()
+        return [ReceivedSignal(r.name, aware(r.created_at), r.payload) for r in rows]
+
+    def signal_waits(self, run_id: str) -> list[SignalWait]:
+        """The run's ``waiting`` steps, with the deadline of a signal wait that has one."""
+        stmt = (
+            sa.select(steps.c.id, steps.c.name, steps.c.pending, steps.c.scheduled_at)
+            .where(steps.c.run_id == run_id, steps.c.status == StepStatus.WAITING.value)
+            .order_by(steps.c.created_at, steps.c.id)
+        )
+        with self.db.transaction() as conn:
+            rows = conn.execute(stmt).all()
+        return [SignalWait(r.id, r.name, r.pending, aware(r.scheduled_at)) for r in rows]
 
     def step_row(self, step_id: str) -> StepRow | None:
         """The state of one step, to decide about a message that did not claim it."""

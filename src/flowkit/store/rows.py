@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,9 @@ __all__ = [
     "Gate",
     "NewStep",
     "Outcome",
+    "ReceivedSignal",
     "RunEnd",
+    "SignalWait",
     "Source",
     "StepRow",
 ]
@@ -173,3 +175,27 @@ class Delayed:
 
     ms: int
     reason: str
+
+
+@dataclass(frozen=True)
+class ReceivedSignal:
+    """A signal a run received (kept even when it came before its step waited)."""
+
+    name: str
+    received_at: datetime | None
+    # The payload may hold secrets (stored in the clear): out of the repr.
+    payload: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SignalWait:
+    """A run's ``waiting`` step: a join, or a step waiting for a signal.
+
+    ``deadline``: when only the signal is missing and the wait has a timeout,
+    the step row's ``scheduled_at`` (the wait times out then), else ``None``.
+    """
+
+    step_id: str
+    name: str
+    pending: int | None
+    deadline: datetime | None

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..status import RunStatus, StepStatus
 from . import transitions as t
+from .attempts import FAILED, LOST, RETRIED, log_attempts, running_attempt
 from .db import Database, utcnow
 from .gates import maybe_end, move_gate, start_signal_wait
 from .guards import RUN_LIVE, STEP_PENDING
@@ -134,7 +135,9 @@ class Runs:
         when to try again. ``worker_id`` (a :class:`~.workers.Workers` row) is
         recorded on the step as the worker holding it.
         """
-        if limits is None and self.db.fast:
+        # A redelivery may take over a running step, whose lost attempt is logged:
+        # that rare case takes the general path, never the one-statement claim.
+        if limits is None and self.db.fast and not redelivered:
             with self.db.autocommit(durable=False) as conn:
                 row = conn.execute(
                     t.CLAIM_AND_START if starts_run else t.CLAIM,
@@ -153,10 +156,13 @@ class Runs:
                     _put_off(conn, step_id, now + timedelta(milliseconds=delayed.ms))
                     return delayed
             key = limits.key if limits is not None else None
+            lost = running_attempt(conn, step_id) if redelivered else None
             params = _claim_params(step_id, message_id, lease_ms, redelivered, now, key, worker_id)
             row = conn.execute(t.CLAIM, params).first()
             if row is None:
                 return None
+            if lost is not None:
+                log_attempts(conn, [lost], LOST, now)
             if starts_run:
                 t.start_run(conn, row.run_id, now)
         return _claim(row)
@@ -217,16 +223,26 @@ class Runs:
     def schedule_retry(
         self, step_id: str, error: dict[str, Any], due: datetime, usage: Any = None
     ) -> bool:
-        """Put a failed attempt back to ``queued`` with its error, due at ``due``."""
-        with self.db.transaction() as conn:
-            return t.schedule_retry(conn, step_id, error, due, usage)
+        """Put a failed attempt back to ``queued`` with its error, due at ``due``.
 
-    def fail(self, step_id: str, run_id: str, error: dict[str, Any], usage: Any = None) -> bool:
-        """Mark a step and its run ``failed`` with the error, atomically."""
+        The attempt is logged (``retried``) in the same transaction.
+        """
         now = utcnow()
         with self.db.transaction() as conn:
-            if not t.fail_step(conn, step_id, error, now, usage):
+            row = t.schedule_retry(conn, step_id, error, due, usage)
+            if row is None:
                 return False
+            log_attempts(conn, [row], RETRIED, now, error)
+        return True
+
+    def fail(self, step_id: str, run_id: str, error: dict[str, Any], usage: Any = None) -> bool:
+        """Mark a step and its run ``failed`` with the error, atomically (attempt logged)."""
+        now = utcnow()
+        with self.db.transaction() as conn:
+            row = t.fail_step(conn, step_id, error, now, usage)
+            if row is None:
+                return False
+            log_attempts(conn, [row], FAILED, now, error)
             t.skip_pending(conn, run_id, now)
             t.finish_run(conn, run_id, RunStatus.FAILED, now, error=error)
         return True
@@ -263,7 +279,7 @@ class Runs:
             rows = conn.execute(_due(cutoff, lease_cutoff, limit)).all()
             expired = [r.id for r in rows if r.status == StepStatus.RUNNING.value]
             if expired:
-                t.requeue_expired(conn, expired, lease_cutoff)
+                log_attempts(conn, t.requeue_expired(conn, expired, lease_cutoff), LOST, now)
         waiting, queued = StepStatus.WAITING.value, StepStatus.QUEUED.value
         return [
             DueStep(

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "SCHEMA_REVISION",
+    "attempts",
     "dead_letters",
     "llm_cache",
     "metadata",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -173,4 +174,27 @@ workers = sa.Table(
     sa.Column("heartbeat_at", Timestamp, nullable=False),
     sa.Column("stopped_at", Timestamp, nullable=True),
     sa.Index("ix_flowkit_workers_heartbeat", "heartbeat_at"),
+)
+
+attempts = sa.Table(
+    "flowkit_attempts",
+    metadata,
+    # One row per attempt that did not succeed (retried, failed, or lost with its
+    # worker); the step row itself holds its last attempt.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("step_id", sa.String(32), nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("flowkit_runs.id", ondelete="CASCADE", name="fk_flowkit_attempts_run"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("worker_id", sa.String(32), nullable=True),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    # 'retried', 'failed' or 'lost'
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Index("ix_flowkit_attempts_run", "run_id"),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .control import Control
 from .db import Database
 from .deadletters import DeadLetters
+from .inuse import LimitsInUse
 from .llmcache import LLMCache
 from .migrate import check_schema, ensure_schema
 from .queries import Queries
@@ -22,7 +23,8 @@ class Store(Reads):
     are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
     (signals, cancel, deadlines, redrive), :attr:`dead_letters`,
     :attr:`llm_cache` and :attr:`workers`; :attr:`queries` reads runs page by
-    page for a dashboard. Every part shares one :class:`~.db.Database`.
+    page for a dashboard, :attr:`in_use` what its limits use now. Every part
+    shares one :class:`~.db.Database`.
 
     Parameters:
         url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
@@ -46,6 +48,8 @@ class Store(Reads):
         self.workers = Workers(db)
         #: filtered pages of runs, cached counts (see :mod:`.queries`)
         self.queries = Queries(db)
+        #: how much of each limit is in use now (see :mod:`.inuse`)
+        self.in_use = LimitsInUse(db)
 
     def ensure_schema(self) -> None:
         """Create or upgrade the schema if needed (see :func:`.migrate.ensure_schema`)."""

@@ -17,7 +17,7 @@ from         event                            to              statement
 (new)        submitted / planned              queued          inserted by :mod:`.runs`
 (new)        a join or signal wait planned    waiting         inserted with ``pending``
 queued       message claims it                running         :data:`CLAIM`
-running      redelivery of its own message    running         :data:`CLAIM` (takeover)
+running      redelivery of its own message    running         :data:`CLAIM` (takeover, logged)
 live         function returned                succeeded       :func:`record` (or a CTE variant)
 live         settled item failed for good     failed          :func:`record`
 live         attempt failed, retries left     queued          :func:`schedule_retry`
@@ -31,6 +31,10 @@ pending      run ends                         skipped         :func:`skip_pendin
 pending      run cancelled or timed out       cancelled       :func:`skip_pending`
 finished     redrive                          queued / gone   :func:`requeue_items`, deleted
 ===========  ===============================  ==============  ==============================
+
+An attempt that does not succeed is logged (:mod:`.attempts`) in the same transaction:
+``retried`` by :func:`schedule_retry`, ``failed`` by :func:`fail_step`, ``lost`` by
+:func:`requeue_expired` and by a :data:`CLAIM` takeover (of a row read by ``running_attempt``).
 
 Runs:
 
@@ -60,6 +64,7 @@ from sqlalchemy.engine import Connection
 
 from .._ids import new_id
 from ..status import RunStatus, StepStatus
+from .attempts import ATTEMPT_COLUMNS
 from .guards import (
     RUN_LIVE,
     STEP_LIVE,
@@ -231,34 +236,42 @@ COMPLETE_AND_END = sa.select(
     sa.select(sa.func.count()).select_from(_ENDED).scalar_subquery(),
 )
 
-_RETRY = _step(status_in(steps.c.status, STEP_LIVE)).values(
-    status=const(_Q.value),
-    error=bind("error", JSONType),
-    scheduled_at=bind("due", Timestamp),
-    lease_until=sa.null(),
-    usage=bind("usage", JSONType),
+_RETRY = (
+    _step(status_in(steps.c.status, STEP_LIVE))
+    .values(
+        status=const(_Q.value),
+        error=bind("error", JSONType),
+        scheduled_at=bind("due", Timestamp),
+        lease_until=sa.null(),
+        usage=bind("usage", JSONType),
+    )
+    .returning(*ATTEMPT_COLUMNS)
 )
 
 
-def schedule_retry(conn: Connection, step_id: str, error: Any, due: datetime, usage: Any) -> bool:
-    """live → queued, due at ``due``, with the attempt's error."""
+def schedule_retry(conn: Connection, step_id: str, error: Any, due: datetime, usage: Any) -> Any:
+    """live → queued, due at ``due``, with the attempt's error: its attempt row, or ``None``."""
     params = {"sid": step_id, "error": error, "due": due, "usage": usage}
-    return bool(conn.execute(_RETRY, params).rowcount == 1)
+    return conn.execute(_RETRY, params).first()
 
 
-_FAIL = _step(status_in(steps.c.status, STEP_LIVE)).values(
-    status=const(StepStatus.FAILED.value),
-    error=bind("error", JSONType),
-    finished_at=_NOW,
-    lease_until=sa.null(),
-    usage=bind("usage", JSONType),
+_FAIL = (
+    _step(status_in(steps.c.status, STEP_LIVE))
+    .values(
+        status=const(StepStatus.FAILED.value),
+        error=bind("error", JSONType),
+        finished_at=_NOW,
+        lease_until=sa.null(),
+        usage=bind("usage", JSONType),
+    )
+    .returning(*ATTEMPT_COLUMNS)
 )
 
 
-def fail_step(conn: Connection, step_id: str, error: Any, now: datetime, usage: Any) -> bool:
-    """live → failed (its final attempt)."""
+def fail_step(conn: Connection, step_id: str, error: Any, now: datetime, usage: Any) -> Any:
+    """live → failed (its final attempt): its attempt row, or ``None``."""
     params = {"sid": step_id, "error": error, "now": now, "usage": usage}
-    return bool(conn.execute(_FAIL, params).rowcount == 1)
+    return conn.execute(_FAIL, params).first()
 
 
 _CANCEL_LATE = _step(status_in(steps.c.status, STEP_LIVE), ~run_is_live(_NOW)).values(
@@ -271,16 +284,15 @@ def cancel_if_run_over(conn: Connection, step_id: str, now: datetime) -> None:
     conn.execute(_CANCEL_LATE, {"sid": step_id, "now": now})
 
 
-def requeue_expired(conn: Connection, ids: list[str], cutoff: datetime) -> None:
-    """running → queued for steps whose lease passed ``cutoff`` (their worker is gone)."""
-    conn.execute(
-        steps.update()
-        .where(
-            steps.c.id.in_(ids),
-            steps.c.status == _R.value,
-            steps.c.lease_until < cutoff,
-        )
-        .values(status=_Q.value, lease_until=None)
+def requeue_expired(conn: Connection, ids: list[str], cutoff: datetime) -> list[Any]:
+    """running → queued for steps whose lease passed ``cutoff``: their (lost) attempt rows."""
+    return list(
+        conn.execute(
+            steps.update()
+            .where(steps.c.id.in_(ids), steps.c.status == _R.value, steps.c.lease_until < cutoff)
+            .values(status=_Q.value, lease_until=None)
+            .returning(*ATTEMPT_COLUMNS)
+        ).all()
     )
 
 

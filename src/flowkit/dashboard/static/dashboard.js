@@ -86,7 +86,7 @@
   function refreshRun(data) {
     var signature = data.status + "|" + data.steps.map(function (s) {
       return s.id + ":" + s.status + ":" + s.attempts;
-    }).join(",");
+    }).join(",") + "|" + (data.signals_received || []).length;
     if (lastRun === null) { lastRun = signature; return; }
     var typing = document.activeElement && document.activeElement.closest("form");
     if (signature !== lastRun && !typing) { window.location.reload(); }
@@ -122,6 +122,13 @@
         a.dataset.stepId = r.step_id;
         if (i) { running.append(", "); }
         running.appendChild(a);
+        if (!w.alive && r.lease_until) {
+          var resumes = document.createElement("span");
+          resumes.className = "resumes";
+          resumes.dataset.leaseUntil = r.lease_until;
+          resumes.textContent = "resumed after " + new Date(r.lease_until).toISOString().slice(11, 19) + " (its lease)";
+          running.append(" ", resumes);
+        }
       });
       tbody.appendChild(tr);
     });
