@@ -87,3 +87,28 @@ def test_declaring_a_flow_connects_nothing(tmp_path) -> None:
         "assert 'sqlalchemy' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    """docs/api.md autodocs each name of ``flowkit.__all__`` (errors through flowkit.errors)."""
+    import re
+    from pathlib import Path
+
+    import flowkit.errors
+
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"\.\. auto(?:class|function)::\s+flowkit\.(\w+)", api))
+    documented |= set(re.findall(r"\.\. data::\s+flowkit\.(\w+)", api))
+    assert ".. automodule:: flowkit.errors" in api
+    documented |= set(flowkit.errors.__all__)
+    missing = [name for name in flowkit.__all__ if name not in documented]
+    assert not missing, f"not in docs/api.md: {', '.join(missing)}"
+
+
+def test_flowkit_testing_is_a_pytest_plugin_by_its_own_name() -> None:
+    """Installed projects get the fixtures without a pytest_plugins line (this suite keeps
+    one, which must not clash: pytest skips a plugin already registered under that name)."""
+    from importlib.metadata import entry_points
+
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.value == "flowkit.testing"]
+    assert plugin.name == "flowkit.testing"
