@@ -7,9 +7,14 @@ Build with warnings as errors, as CI does::
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import flowkit
+
+# The generated CLI reference (docs/_ext/cli_reference.py).
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 # -- Project -------------------------------------------------------------------
 project = "flowkit"
@@ -24,10 +29,11 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "cli_reference",
 ]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
 
 # Unresolved cross-references (e.g. to dramatiq or pydantic types, which we
 # cannot link without intersphinx) are not errors.
