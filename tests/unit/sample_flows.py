@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 import flowkit
 
@@ -52,3 +52,55 @@ def total(squares: list[int]) -> int:
 
 app = flowkit.App("cli", flows=[pipeline, other, fan])
 not_a_flow = 42
+
+# A workflow with a signal wait and a schedule, and one whose early Stop leaves a
+# step unreached; their own App, so `app` above keeps its three flows.
+approval = flowkit.Workflow("cli-approval", schedule="0 9 * * 1")
+
+
+@approval.step
+def draft(n: int) -> int:
+    return n
+
+
+@approval.step(after=draft, wait_for="approval", timeout="24h")
+def review(n: int, ok: bool) -> int:
+    return n
+
+
+gated = flowkit.Workflow("cli-gated")
+
+
+@gated.step
+def check(n: int) -> int | flowkit.Stop:
+    return flowkit.Stop(reason="too small") if n < 0 else n
+
+
+@gated.step(after=check)
+def book(n: int) -> int:
+    return n + 1
+
+
+@gated.step(after=check)
+def notify(n: int) -> str:
+    return f"notified {n}"
+
+
+class Login(BaseModel):
+    user: str
+    password: SecretStr
+
+
+class Session(BaseModel):
+    user: str
+    token: SecretStr
+
+
+@flowkit.stage(name="sign_in")
+def sign_in(login: Login) -> Session:
+    return Session(user=login.user, token=SecretStr("tok-" + login.user))
+
+
+login = flowkit.Pipeline("cli-login", [sign_in])
+
+other_app = flowkit.App("cli-more", flows=[approval, gated, login])

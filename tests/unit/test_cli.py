@@ -281,3 +281,143 @@ def test_graph_prints_mermaid_and_dot(cli: Any, tmp_path: Path) -> None:
     dot = cli("graph", f"{FLOWS}:app", "--format", "dot", "--output", str(tmp_path / "g.dot"))
     assert dot.returncode == 0
     assert "digraph flowkit" in (tmp_path / "g.dot").read_text()
+
+
+def test_graph_draws_signal_waits_and_the_schedule(cli: Any) -> None:
+    mermaid = cli("graph", f"{FLOWS}:approval")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert "signal 'approval', timeout 24h" in mermaid.stdout
+    assert "schedule: cron 0 9 * * 1" in mermaid.stdout
+    assert "(join)" not in mermaid.stdout  # one parent and a signal: a wait, not a join
+    assert "{{" not in mermaid.stdout
+    dot = cli("graph", f"{FLOWS}:approval", "--format", "dot")
+    assert dot.returncode == 0, dot.stderr
+    assert "signal 'approval', timeout 24h" in dot.stdout
+    assert "schedule: cron 0 9 * * 1" in dot.stdout
+    assert "(join)" not in dot.stdout and "hexagon" not in dot.stdout
+    fan = cli("graph", f"{FLOWS}:fan")
+    assert "total (join)" in fan.stdout  # after a fan-out: still a join
+
+
+def test_a_duplicate_submit_says_what_happened(cli: Any, env: dict[str, str]) -> None:
+    data = ("--data", '{"tenant_id": "t", "amount": 1}')
+    done = cli("submit", f"{FLOWS}:pipeline", *data, "--key", "k:1", "--wait", env=env)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[0]
+    again = cli("submit", f"{FLOWS}:pipeline", *data, "--key", "k:1", env=env)
+    assert again.returncode == 0
+    assert again.stdout.strip() == run_id
+    note = f"flowkit: key 'k:1' already names run {run_id} of flow 'cli-orders' (succeeded)"
+    assert f"{note}; no new run was started" in again.stderr
+    assert "flowkit dev" not in again.stderr  # it has ended: nothing is left to run
+    assert "nothing was enqueued" not in again.stderr
+    pending = cli("submit", f"{FLOWS}:pipeline", *data, "--key", "k:2", env=env)
+    twice = cli("submit", f"{FLOWS}:pipeline", *data, "--key", "k:2", env=env)
+    assert "(pending); no new run was started" in twice.stderr
+    assert "flowkit dev" in pending.stderr and "flowkit dev" in twice.stderr  # still to run
+
+
+def test_a_duplicate_emit_says_so_as_submit_does(cli: Any, env: dict[str, str]) -> None:
+    first = cli("emit", f"{FLOWS}:app", "fan:go", "--data", "2", "--key", "e:1", "--wait", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "already names run" not in first.stderr
+    run_id = first.stdout.split()[1]
+    again = cli("emit", f"{FLOWS}:app", "fan:go", "--data", "2", "--key", "e:1", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"cli-fan {run_id}"
+    note = f"flowkit: key 'e:1' already names run {run_id} of flow 'cli-fan' (succeeded)"
+    assert f"{note}; no new run was started" in again.stderr
+    assert "flowkit dev" not in again.stderr
+
+
+def test_runs_show_prints_input_and_output_masked_and_unreached_steps(
+    cli: Any, env: dict[str, str]
+) -> None:
+    more = ("--app", f"{FLOWS}:other_app")
+    data = '{"user": "ana", "password": "hunter2"}'
+    run_id = cli("submit", f"{FLOWS}:login", "--data", data, "--wait", env=env).stdout.split()[0]
+    shown = cli("runs", "show", run_id, *more, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert 'input    {"user": "ana", "password": "**********"}' in shown.stdout
+    assert 'output   {"user": "ana", "token": "**********"}' in shown.stdout
+    assert "hunter2" not in shown.stdout and "tok-ana" not in shown.stdout
+    doc = json.loads(cli("runs", "show", run_id, "--json", *more, env=env).stdout)
+    assert doc["input"] == {"user": "ana", "password": "**********"}
+    assert doc["stop_reason"] is None
+    listed = json.loads(cli("runs", "list", "--json", env=env).stdout)
+    assert listed["input"]["password"] != "hunter2"  # masked by name without --app
+    assert "stop_reason" in listed
+    stopped = cli("submit", f"{FLOWS}:gated", "--data", "-1", "--wait", env=env)
+    stop_id = stopped.stdout.split()[0]
+    timeline = cli("runs", "show", stop_id, *more, env=env).stdout.splitlines()
+    rows = [line.split()[:2] for line in timeline[timeline.index("") + 2 :]]
+    assert rows == [["check", "succeeded"], ["book", "skipped"], ["notify", "skipped"]]
+    assert (
+        json.loads(cli("runs", "show", stop_id, "--json", env=env).stdout)["stop_reason"]
+        == "too small"
+    )
+
+
+def test_runs_show_lists_steps_in_flow_order(cli: Any, env: dict[str, str]) -> None:
+    emitted = cli("emit", f"{FLOWS}:app", "fan:go", "--data", "3", "--wait", env=env)
+    run_id = emitted.stdout.split()[1]
+    lines = cli("runs", "show", run_id, "--items", "--app", f"{FLOWS}:app", env=env).stdout
+    table = lines.splitlines()[lines.splitlines().index("") + 2 :]
+    assert [row.split()[0] for row in table] == [
+        "split",
+        "square[0]",
+        "square[1]",
+        "square[2]",
+        "total",
+    ]
+    doc = json.loads(cli("runs", "show", run_id, "--json", "--app", f"{FLOWS}:app", env=env).stdout)
+    assert [(s["name"], s["item"]) for s in doc["steps"]] == [
+        ("split", None),
+        ("square", 0),
+        ("square", 1),
+        ("square", 2),
+        ("total", None),
+    ]
+    assert doc["input"] == 3
+
+
+def test_runs_list_filters(cli: Any, env: dict[str, str]) -> None:
+    def submit(flow: str, data: str, key: str) -> str:
+        done = cli("submit", f"{FLOWS}:{flow}", "--data", data, "--key", key, "--wait", env=env)
+        return done.stdout.split()[0]
+
+    ok = submit("pipeline", '{"tenant_id": "t", "amount": 1}', "acme:1")
+    boom = submit("pipeline", '{"tenant_id": "boom", "amount": 1}', "acme:2")
+    small = submit("gated", "-1", "other:1")
+
+    def ids(*options: str) -> list[str]:
+        result = cli("runs", "list", "--json", *options, env=env)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line)["id"] for line in result.stdout.splitlines()]
+
+    assert ids("--key", "acme:") == [boom, ok]
+    assert ids("--error-type", "RuntimeError") == [boom]
+    assert ids("--stopped") == [small]
+    assert ids("--stop-reason", "too small") == [small]
+    assert ids("--stop-reason", "too") == []
+    assert ids("--since", "1h") == [small, boom, ok]
+    assert ids("--since", "2000-01-01T00:00", "--until", "2000-01-02T00:00+00:00") == []
+    assert ids("--until", "2999-01-01") == [small, boom, ok]
+    assert ids("--key", "acme:", "--limit", "1") == [boom]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--since", "yesterday"], "--since: expected a duration like '2h' or '1d', or an ISO"),
+        (["--until", "soon"], "--until: expected an ISO time"),
+        (["--since", "2030-01-02", "--until", "2030-01-01"], "is not before --until"),
+    ],
+)
+def test_runs_list_bad_filter_values_exit_2(
+    cli: Any, env: dict[str, str], options: list[str], message: str
+) -> None:
+    assert cli("db", "upgrade", env=env).returncode == 0
+    result = cli("runs", "list", *options, env=env)
+    assert result.returncode == 2
+    assert message in _one_line_error(result)

@@ -315,3 +315,15 @@ def test_upgrading_from_0001_backfills_error_types(database_url: str) -> None:
         }
     finally:
         store.dispose()
+
+
+def test_stopped_and_stop_reason_filters(store: Store) -> None:
+    plain = _insert(store, created_at=T0)
+    small = _insert(store, stop_reason="too small", created_at=T0 + timedelta(seconds=1))
+    other = _insert(store, stop_reason="too small!", created_at=T0 + timedelta(seconds=2))
+    q = store.queries
+    assert _ids(q.page(RunFilter(stopped=True))) == [other, small]
+    assert _ids(q.page(RunFilter(stopped=False))) == [plain]
+    assert _ids(q.page(RunFilter(stop_reason="too small"))) == [small]  # exact, not a prefix
+    assert _ids(q.page(RunFilter(stopped=True, stop_reason="nope"))) == []
+    assert _ids(_all(q, RunFilter(stopped=True), limit=1)) == [other, small]

@@ -11,7 +11,13 @@ from typing import Any
 
 from ..errors import ConfigurationError, InputValidationError
 from . import exits
-from .commands_runs import print_validation_errors, quiet_step_logs, read_data, wait_and_print
+from .commands_runs import (
+    note_started,
+    print_validation_errors,
+    quiet_step_logs,
+    read_data,
+    wait_and_print,
+)
 from .loader import load
 
 
@@ -104,14 +110,9 @@ def emit(args: argparse.Namespace) -> int:
         return exits.INVALID_INPUT
     for run in runs:
         print(f"{run.flow} {run.id}")
+    note_started(app, runs, args.key, wait=bool(args.wait))
     if args.wait:
         return wait_and_print(app, runs, args.timeout)
-    if app.settings.embedded:
-        print(
-            "flowkit: the broker is memory:// (in-process): the runs are stored and will run "
-            "when `flowkit dev` serves these flows",
-            file=sys.stderr,
-        )
     return exits.OK
 
 

@@ -7,21 +7,25 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from .._types import parse_duration_ms
 from ..app import App, Run
 from ..config import Settings
 from ..errors import ConfigurationError, InputValidationError, PayloadTooLarge, RunNotFound
-from ..records import RunInfo, StepInfo
-from ..redact import mask_secret_fields
+from ..records import RunInfo
 from ..status import RunStatus
 from . import exits
 from .loader import load
-from .timeline import print_run, print_table, secs_text, time_text
+from .shown import knows, run_dict, shown_input, shown_output, step_dict, unreached_steps
+from .timeline import in_flow_order, print_run, print_table, secs_text, time_text
+
+if TYPE_CHECKING:
+    from ..store import RunFilter
 
 _APP_HELP = (
     "the App (MODULE:ATTR) whose models say which output fields are secret "
@@ -84,12 +88,27 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         formatter_class=fmt,
         help="list the newest runs",
         epilog="examples:\n  flowkit runs list --status failed --limit 20\n"
-        "  flowkit runs list --flow exceptions --json",
+        "  flowkit runs list --flow exceptions --json\n"
+        "  flowkit runs list --key tenant-1: --since 2h --error-type TimeoutError\n"
+        "  flowkit runs list --stopped --stop-reason rejected",
     )
     ls.add_argument("--flow", "-f", help="only runs of this flow")
     ls.add_argument(
         "--status", "-s", choices=[s.value for s in RunStatus], help="only runs in this status"
     )
+    ls.add_argument("--key", metavar="PREFIX", help="only runs whose key starts with PREFIX")
+    ls.add_argument(
+        "--since",
+        metavar="DURATION|ISO",
+        help="only runs created this recently (2h, 1d) or at or after this time "
+        "(2026-03-01T12:00; without an offset, local time)",
+    )
+    ls.add_argument("--until", metavar="ISO", help="only runs created before this time")
+    ls.add_argument("--error-type", metavar="TYPE", help="only runs that ended with this error")
+    ls.add_argument(
+        "--stopped", action="store_true", help="only runs a step ended early with flowkit.Stop"
+    )
+    ls.add_argument("--stop-reason", metavar="TEXT", help="only runs stopped with this reason")
     ls.add_argument("--limit", "-n", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="print JSON lines")
     ls.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
@@ -194,20 +213,41 @@ def submit(args: argparse.Namespace) -> int:
         print_validation_errors(flow.name, exc)
         return exits.INVALID_INPUT
     print(run.id)
-    if not run.created:
-        print(
-            f"flowkit: key {args.key!r} already names run {run.id}; nothing was enqueued",
-            file=sys.stderr,
-        )
+    note_started(app, [run], args.key, wait=bool(args.wait))
     if args.wait:
         return wait_and_print(app, [run], args.timeout)
-    if app.settings.embedded:
+    return exits.OK
+
+
+def note_started(app: App, runs: list[Run], key: str | None, *, wait: bool) -> None:
+    """On stderr: which runs a key already named (no new run), and, with the memory
+    broker and no ``--wait``, that the runs still to run need `flowkit dev`.
+
+    A duplicate's queued entry steps may be published again (see ``App.submit``), so
+    the note says no new run was started, not that nothing was enqueued; and it
+    promises `flowkit dev` only for a run that has not started yet.
+    """
+    pending = [r for r in runs if r.created]
+    for run in runs:
+        if run.created:
+            continue
+        status = run.status()
         print(
-            "flowkit: the broker is memory:// (in-process): the run is stored and will run "
-            "when `flowkit dev` serves this flow",
+            f"flowkit: key {key!r} already names run {run.id} of flow {run.flow!r} "
+            f"({status.value}); no new run was started",
             file=sys.stderr,
         )
-    return exits.OK
+        if status is RunStatus.PENDING:
+            pending.append(run)
+    if wait or not pending or not app.settings.embedded:
+        return
+    which = "the run is" if len(pending) == 1 else "the runs are"
+    flows = "this flow" if len({r.flow for r in pending}) == 1 else "these flows"
+    print(
+        f"flowkit: the broker is memory:// (in-process): {which} stored and will run "
+        f"when `flowkit dev` serves {flows}",
+        file=sys.stderr,
+    )
 
 
 def print_validation_errors(what: str, exc: InputValidationError) -> None:
@@ -232,7 +272,6 @@ def wait_and_print(app: App, runs: list[Run], timeout: float | None) -> int:
 
 
 def _jsonable(value: Any) -> Any:
-    from pydantic import TypeAdapter
 
     return TypeAdapter(Any).dump_python(value, mode="json")
 
@@ -249,15 +288,27 @@ def _store(args: argparse.Namespace) -> Any:
 def runs_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigurationError("--limit must be at least 1")
+    from ..store.queries import MAX_PAGE  # lazy, as in _store: start-up stays fast
+
+    filter = _run_filter(args)
     store = _store(args)
     try:
-        rows = store.list_runs(flow=args.flow, status=args.status, limit=args.limit)
+        rows: list[RunInfo] = []
+        cursor = None
+        while len(rows) < args.limit:
+            page = store.queries.page(
+                filter, limit=min(args.limit - len(rows), MAX_PAGE), cursor=cursor
+            )
+            rows += page.runs
+            cursor = page.next_cursor
+            if cursor is None:
+                break
     finally:
         store.dispose()
     if args.json:
         app = _flows_app(args)
         for r in rows:
-            print(json.dumps(_run_dict(r, app)))
+            print(json.dumps(run_dict(r, app)))
         return exits.OK
     if not rows:
         print("no runs")
@@ -271,6 +322,44 @@ def runs_list(args: argparse.Namespace) -> int:
     return exits.OK
 
 
+def _run_filter(args: argparse.Namespace) -> RunFilter:
+    """The filter of ``runs list``; a bad value is a usage error (exit 2)."""
+    from ..store import RunFilter  # lazy, as in _store: start-up stays fast
+
+    until = _iso_time(args.until, "--until") if args.until else None
+    since = None
+    if args.since:
+        try:
+            ms = parse_duration_ms(args.since, what="--since") or 0
+            since = datetime.now(timezone.utc) - timedelta(milliseconds=ms)
+        except ConfigurationError:
+            since = _iso_time(args.since, "--since", duration=True)
+    if since is not None and until is not None and since >= until:
+        raise ConfigurationError(f"--since {args.since} is not before --until {args.until}")
+    return RunFilter(
+        flow=args.flow,
+        status=args.status,
+        key_prefix=args.key,
+        since=since,
+        until=until,
+        error_type=args.error_type,
+        stopped=True if args.stopped or args.stop_reason is not None else None,
+        stop_reason=args.stop_reason,
+    )
+
+
+def _iso_time(value: str, what: str, *, duration: bool = False) -> datetime:
+    """An ISO 8601 time; without an offset, local time (as the tables print times)."""
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        expected = "a duration like '2h' or '1d', or " if duration else ""
+        raise ConfigurationError(
+            f"{what}: expected {expected}an ISO time like '2026-03-01T12:00', got {value!r}"
+        ) from None
+    return at if at.tzinfo is not None else at.astimezone()
+
+
 def runs_show(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
@@ -280,11 +369,19 @@ def runs_show(args: argparse.Namespace) -> int:
         steps = store.get_steps(args.run_id)
     finally:
         store.dispose()
+    app = _flows_app(args)
+    graph = app.flow(run.flow).compile() if app and knows(app, run.flow) else None
+    if graph is not None:
+        steps = in_flow_order(steps, graph.order())
     if args.json:
-        doc = {**_run_dict(run, _flows_app(args)), "steps": [_step_dict(s) for s in steps]}
+        doc = {**run_dict(run, app), "steps": [step_dict(s) for s in steps]}
         print(json.dumps(doc, indent=2))
         return exits.OK
-    print_run(run, steps, items=args.items)
+    if graph is not None and graph.kind == "workflow" and run.status.terminal:
+        # A pipeline stores its unreached stages as skipped rows; a workflow creates
+        # rows as it goes, so the steps it never reached have none: show them too.
+        steps = in_flow_order(steps + unreached_steps(run, steps, graph), graph.order())
+    print_run(run, steps, items=args.items, shown=(shown_input(run, app), shown_output(run, app)))
     return exits.OK
 
 
@@ -312,58 +409,3 @@ def recover(args: argparse.Namespace) -> int:
 def _flows_app(args: argparse.Namespace) -> App | None:
     spec = getattr(args, "app", None) or os.environ.get("FLOWKIT_APP")
     return load(spec).app if spec else None
-
-
-def shown_output(run: RunInfo, app: App | None) -> Any:
-    """A run's stored output as the CLI may print it: secret fields masked.
-
-    The database keeps secrets (pydantic ``SecretStr``) in the clear, so the
-    next step gets them. With the flow's App, its output model masks exactly
-    the fields it declares secret; without it (or for a ``Stop`` output, which
-    has no model), fields whose names look secret are masked instead.
-    """
-    if run.output is None:
-        return None
-    if app is not None and run.stop_reason is None and run.flow in {f.name for f in app.flows}:
-        adapter = TypeAdapter(app.flow(run.flow).output_type)
-        try:
-            return adapter.dump_python(adapter.validate_python(run.output), mode="json")
-        except ValidationError:
-            pass  # stored by another version of the flow
-    return mask_secret_fields(run.output)
-
-
-def _run_dict(r: RunInfo, app: App | None = None) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "flow": r.flow,
-        "key": r.key,
-        "status": r.status.value,
-        "created_at": r.created_at.isoformat(),
-        "started_at": r.started_at.isoformat() if r.started_at else None,
-        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-        "duration": r.duration,
-        "error": _public_error(r.error),
-        "output": shown_output(r, app),
-    }
-
-
-def _step_dict(s: StepInfo) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "name": s.name,
-        "item": s.item,
-        "status": s.status.value,
-        "queue": s.queue,
-        "attempts": s.attempts,
-        "started_at": s.started_at.isoformat() if s.started_at else None,
-        "finished_at": s.finished_at.isoformat() if s.finished_at else None,
-        "duration": s.duration,
-        "error": s.error,
-    }
-
-
-def _public_error(err: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not err:
-        return None
-    return {k: err.get(k) for k in ("type", "message", "step", "attempt")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -50,8 +51,38 @@ def _error_text(s: StepInfo) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def print_run(run: RunInfo, steps: list[StepInfo], *, items: bool = False) -> None:
-    """The run's header, then one line per step; fanned-out items grouped unless ``items``."""
+def in_flow_order(steps: list[StepInfo], order: list[str]) -> list[StepInfo]:
+    """``steps`` in flow order (``order``, topological), each step's fanned-out items by
+    index, then by attempts; a step the flow no longer has keeps its place at the end."""
+    rank = {name: i for i, name in enumerate(order)}
+    created = {id(s): i for i, s in enumerate(steps)}
+    return sorted(
+        steps,
+        key=lambda s: (
+            rank.get(s.name, len(rank)),
+            -1 if s.item is None else s.item,
+            s.attempts,
+            created[id(s)],
+        ),
+    )
+
+
+def json_text(value: Any) -> str:
+    """A payload on one line, as compact JSON."""
+    return json.dumps(value, separators=(", ", ": "), default=str)
+
+
+def print_run(
+    run: RunInfo,
+    steps: list[StepInfo],
+    *,
+    items: bool = False,
+    shown: tuple[Any, Any] | None = None,
+) -> None:
+    """The run's header, then one line per step; fanned-out items grouped unless ``items``.
+
+    ``shown`` is the run's ``(input, output)`` as they may be printed (secrets masked).
+    """
     print(f"run      {run.id}")
     print(f"flow     {run.flow}")
     print(f"status   {run.status.value}")
@@ -61,6 +92,10 @@ def print_run(run: RunInfo, steps: list[StepInfo], *, items: bool = False) -> No
         print(f"stopped  {run.stop_reason}")
     if run.error:
         print(f"error    {run.error.get('type')}: {run.error.get('message')}")
+    if shown is not None:
+        print(f"input    {json_text(shown[0])}")
+        if run.output is not None:
+            print(f"output   {json_text(shown[1])}")
     total = _total_usage(steps)
     if total:
         print(f"llm      {usage_text(total)}")

@@ -54,8 +54,14 @@ class RunFilter:
         since: created at or after this time.
         until: created before this time.
         error_type: ``error["type"]`` of a run that ended failed or timed out.
+        stopped: ``True``: only runs a step ended early with :class:`~flowkit.Stop`
+            (``stop_reason`` set); ``False``: only the others.
+        stop_reason: runs stopped with exactly this reason.
 
     .. versionadded:: 0.2
+    .. versionchanged:: 0.3
+       ``stopped`` and ``stop_reason`` (no index of their own: they narrow what the
+       other conditions and ``created_at`` read).
     """
 
     flow: str | None = None
@@ -64,6 +70,8 @@ class RunFilter:
     since: datetime | None = None
     until: datetime | None = None
     error_type: str | None = None
+    stopped: bool | None = None
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +230,11 @@ class Queries:
             where.append(runs.c.created_at < _utc(f.until))
         if f.key_prefix:
             where.extend(key_prefix(f.key_prefix, self.db.dialect))
+        if f.stopped is not None:
+            stopped = runs.c.stop_reason.is_not(None)
+            where.append(stopped if f.stopped else sa.not_(stopped))
+        if f.stop_reason is not None:
+            where.append(runs.c.stop_reason == f.stop_reason)
         return where
 
 
