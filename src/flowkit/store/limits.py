@@ -38,8 +38,10 @@ def _key_id(key: str) -> int:
 def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed | None, datetime]:
     """Lock the limits' keys; return a :class:`Delayed` if the step must wait, and the time.
 
-    The time is read once the locks are held, so the rate log is written in
-    order: the start time to record for the step.
+    The time is read once the locks are held and the concurrency counts are
+    taken, so the rate log is written in order, and the start time recorded for
+    the step is never before the end of a step it waited for: a completion that
+    freed the slot had committed, its end time taken, before the count saw it.
     """
     keys: set[str] = {f"rate:{k}" for k, _, _ in limits.rates}
     if limits.queue_concurrency:
@@ -48,7 +50,6 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
         keys.add(f"conc:{limits.key}")
     for key in sorted(keys):  # in order: no deadlock between two claims
         _lock(conn, key)
-    now = utcnow()
     if limits.queue_concurrency:
         running = conn.execute(
             sa.select(sa.func.count())
@@ -56,7 +57,7 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
             .where(steps.c.queue == limits.queue, steps.c.status == _RUNNING, steps.c.id != step_id)
         ).scalar_one()
         if running >= limits.queue_concurrency:
-            return Delayed(_jitter(250), f"queue {limits.queue} runs {running} steps"), now
+            return Delayed(_jitter(250), f"queue {limits.queue} runs {running} steps"), utcnow()
     if limits.key_concurrency and limits.key:
         running = conn.execute(
             sa.select(sa.func.count())
@@ -66,7 +67,8 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
             )
         ).scalar_one()
         if running >= limits.key_concurrency:
-            return Delayed(_jitter(250), f"{limits.key} runs {running} steps"), now
+            return Delayed(_jitter(250), f"{limits.key} runs {running} steps"), utcnow()
+    now = utcnow()
     for key, limit, window_ms in limits.rates:
         since = now - timedelta(milliseconds=window_ms)
         conn.execute(sa.delete(rate_log).where(rate_log.c.key == key, rate_log.c.at <= since))
