@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 import flowkit
@@ -51,7 +52,9 @@ def _live(app: flowkit.App) -> dict[int, flowkit.WorkerInfo]:
     return {w.pid: w for w in app.store.workers.list(stale_after=STALE) if w.alive}
 
 
-def test_two_workers_beat_record_their_steps_and_a_killed_one_goes_stale(wk: Any) -> None:
+def test_two_workers_beat_record_their_steps_and_a_killed_one_goes_stale(
+    wk: Any, pg_url: str
+) -> None:
     app, procs = wk
     one = procs.start("worker", TARGET, "--threads", "2")
     two = procs.start("worker", TARGET, "--threads", "3", "--queues", "wk.work")
@@ -68,16 +71,20 @@ def test_two_workers_beat_record_their_steps_and_a_killed_one_goes_stale(wk: Any
     holders = {s.worker_id for r in runs for s in r.steps()}
     assert holders <= ids and None not in holders
 
-    slow = wk_flows.lasting.submit(7)
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as hold:
+        hold.execute("SELECT pg_advisory_lock(%s)", (wk_flows.HOLD,))
+        slow = wk_flows.lasting.submit(7)
 
-    def held() -> bool:
-        return any(
-            s.run_id == slow.id and s.flow == "wk-slow" and s.name == "slow"
-            for w in _live(app).values()
-            for s in w.running
-        )
+        def held() -> bool:
+            return any(
+                s.run_id == slow.id and s.flow == "wk-slow" and s.name == "slow"
+                for w in _live(app).values()
+                for s in w.running
+            )
 
-    wait_until(held, 30, "the slow step among a worker's running steps")
+        wait_until(held, 30, "the slow step among a worker's running steps")
+    # Closing the connection released the lock: the step ends.
     assert slow.result(timeout=60) == 7
     (step,) = slow.steps()
     assert step.worker_id in ids

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import os
+
+import psycopg
 
 import flowkit
+
+#: The advisory lock the test holds while it looks at the running step.
+HOLD = 4242
 
 
 @flowkit.stage(queue="wk.work")
@@ -14,8 +19,11 @@ def quick(n: int) -> int:
 
 @flowkit.stage(queue="wk.work")
 def slow(n: int) -> int:
-    # Long enough for the test to see the step among its worker's running steps.
-    time.sleep(3)
+    # Held until the test, which took the lock first, has seen it running.
+    url = os.environ["FLOWKIT_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SELECT pg_advisory_lock(%s)", (HOLD,))
+        c.execute("SELECT pg_advisory_unlock(%s)", (HOLD,))
     return n
 
 
