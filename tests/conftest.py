@@ -78,6 +78,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+def store(database_url: str) -> Iterator[Any]:
+    """A :class:`flowkit.store.Store` with its schema, on SQLite and on PostgreSQL."""
+    from flowkit.store import Store
+
+    s = Store(database_url, pool_size=4)
+    s.ensure_schema()
+    yield s
+    s.dispose()
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> Iterator[str]:
     """The real RabbitMQ, in a vhost of its own for this test session when possible."""

@@ -3,23 +3,12 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-
-import pytest
 
 import flowkit
 from flowkit._ids import new_id
 from flowkit.store import ClaimLimits, Gate, NewStep, Outcome, Store
 from flowkit.store.db import utcnow
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url, pool_size=4)
-    s.ensure_schema()
-    yield s
-    s.dispose()
 
 
 def _run(store: Store, n: int = 1, queue: str = "q") -> tuple[str, list[NewStep]]:

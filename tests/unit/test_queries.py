@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,14 +17,6 @@ from flowkit.store.queries import Queries
 from flowkit.store.schema import runs
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url, pool_size=4)
-    s.ensure_schema()
-    yield s
-    s.dispose()
 
 
 def _insert(store: Store, **row: Any) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -15,14 +14,6 @@ from flowkit._ids import new_id
 from flowkit.store import NewStep, Outcome, Recorded, Store
 from flowkit.store.migrate import check_schema, current_revision, ensure_schema, upgrade
 from flowkit.store.schema import SCHEMA_REVISION, metadata
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url, pool_size=4)
-    s.ensure_schema()
-    yield s
-    s.dispose()
 
 
 def _run(store: Store, key: str | None = None, n: int = 1) -> tuple[str, list[NewStep]]:

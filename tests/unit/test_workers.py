@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,6 @@ def add_one(n: int) -> int:
 pipeline = flowkit.Pipeline("wk-pipeline", [add_one])
 
 app = flowkit.App("wk", flows=[pipeline])
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url, pool_size=4)
-    s.ensure_schema()
-    yield s
-    s.dispose()
 
 
 def _register(store: Store, **kw: Any) -> str:
