@@ -19,14 +19,14 @@ RUFF = "ruff==0.17.6"
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole suite; integration tests skip without RabbitMQ/PostgreSQL unless CI=true."""
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=ONE_PYTHON)
 def faults(session: nox.Session) -> None:
     """The fault-injection suite alone; its FAULTS lines also go to faults-report.jsonl."""
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev]")
     report = session.env.get("FLOWKIT_FAULTS_REPORT", "faults-report.jsonl")
     session.run("pytest", "-m", "faults", *session.posargs, env={"FLOWKIT_FAULTS_REPORT": report})
 
@@ -40,19 +40,19 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=ONE_PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev]")
     session.run("mypy")
 
 
 @nox.session(python=ONE_PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors."""
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
 @nox.session(python=ONE_PYTHON)
 def bench(session: nox.Session) -> None:
     """flowkit vs raw Dramatiq on the local RabbitMQ and PostgreSQL (python -m bench)."""
-    session.install("-e", ".[dev,postgres]")
+    session.install("-e", ".[dev]")
     session.run("python", "-m", "bench", *session.posargs)
