@@ -1,4 +1,5 @@
-"""Settings: where the broker and the database are, read from arguments or the environment.
+"""Settings: where the broker and the database are, read from arguments, the environment
+or the project configuration (``[tool.flowkit]`` of pyproject.toml, :mod:`flowkit.project`).
 
 Also the message-security settings: the keys that sign messages and the
 limits on payload size and nesting depth.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .errors import ConfigurationError
+from .project import Project, anchor_sqlite, find_project
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -88,18 +90,29 @@ class Settings:
         max_payload_bytes: int | None = None,
         max_payload_depth: int | None = None,
     ) -> Settings:
-        """Arguments first, then the environment, then defaults.
+        """Arguments first, then the environment, then the project, then defaults.
 
         The environment: ``FLOWKIT_BROKER_URL``, ``FLOWKIT_DATABASE_URL``,
         ``FLOWKIT_SIGNING_KEY`` (comma-separated keys, the first signs),
-        ``FLOWKIT_MAX_PAYLOAD_BYTES`` and ``FLOWKIT_MAX_PAYLOAD_DEPTH``.
+        ``FLOWKIT_MAX_PAYLOAD_BYTES`` and ``FLOWKIT_MAX_PAYLOAD_DEPTH``. The
+        project: ``broker_url`` and ``database_url`` of ``[tool.flowkit]`` in the
+        nearest pyproject.toml that has that table (:func:`~flowkit.project.find_project`).
+        Inside such a project a relative SQLite path there, and the default
+        ``sqlite:///flowkit.db``, are files in the project's folder; outside one,
+        the default file is in the current directory.
 
         Raises:
             ConfigurationError: an unsupported URL, a key shorter than 16
-                characters, or a limit that is not a positive integer.
+                characters, a limit that is not a positive integer, or a
+                ``[tool.flowkit]`` table with an unknown key.
+
+        .. versionchanged:: 0.3
+           The project configuration, between the environment and the defaults.
         """
-        broker = broker_url or os.environ.get("FLOWKIT_BROKER_URL") or DEFAULT_BROKER_URL
-        database = database_url or os.environ.get("FLOWKIT_DATABASE_URL") or DEFAULT_DATABASE_URL
+        broker = broker_url or os.environ.get("FLOWKIT_BROKER_URL")
+        database = database_url or os.environ.get("FLOWKIT_DATABASE_URL")
+        if not broker or not database:
+            broker, database = _from_project(broker, database, find_project())
         scheme = broker.split("://", 1)[0].lower() if "://" in broker else ""
         if scheme not in {"memory", "amqp", "amqps"}:
             raise ConfigurationError(
@@ -146,6 +159,18 @@ class Settings:
             f"max_payload_bytes={self.max_payload_bytes}, "
             f"max_payload_depth={self.max_payload_depth})"
         )
+
+
+def _from_project(
+    broker: str | None, database: str | None, project: Project | None
+) -> tuple[str, str]:
+    """The URLs not given by arguments or the environment: the project's, else the defaults
+    (the default SQLite file in the project's folder when there is a project)."""
+    if project is None:
+        return broker or DEFAULT_BROKER_URL, database or DEFAULT_DATABASE_URL
+    broker = broker or project.broker_url or DEFAULT_BROKER_URL
+    database = database or project.database_url or anchor_sqlite(DEFAULT_DATABASE_URL, project.root)
+    return broker, database
 
 
 def _signing_keys(given: str | Sequence[str] | None) -> tuple[str, ...]:

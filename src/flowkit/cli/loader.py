@@ -30,8 +30,13 @@ class Target:
         return [self.flow] if self.flow is not None else self.app.flows
 
 
-def load(spec: str) -> Target:
+def load(spec: str, *, root: Path | None = None) -> Target:
     """Import ``spec`` and return what it names.
+
+    Parameters:
+        spec: ``MODULE:ATTR`` or ``path/to/file.py:ATTR``.
+        root: the folder a module name imports from (default: the current
+            directory), e.g. the project's folder for ``app`` in ``[tool.flowkit]``.
 
     Raises:
         LoadError: a malformed spec, an import failure (with its cause) or an
@@ -43,7 +48,7 @@ def load(spec: str) -> Target:
             f"{spec!r} is not MODULE:ATTR (e.g. myapp.flows:pipeline or "
             "examples/exceptions/app.py:pipeline)"
         )
-    module = _import(module_part, spec)
+    module = _import(module_part, spec, root)
     obj: object = module
     for part in attr.split("."):
         try:
@@ -57,11 +62,14 @@ def load(spec: str) -> Target:
     raise LoadError(f"{spec} is a {type(obj).__name__}, not a flowkit App, Pipeline or Workflow")
 
 
-def _import(name: str, spec: str) -> object:
+def _import(name: str, spec: str, root: Path | None) -> object:
     try:
         if name.endswith(".py") or os.sep in name or "/" in name:
             return _import_path(Path(name))
-        if os.getcwd() not in sys.path and "" not in sys.path:
+        if root is not None:
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+        elif os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         return importlib.import_module(name)
     except LoadError:
