@@ -35,9 +35,9 @@ def expense_workflow(
 
     ``validate -> enrich -> check_budget -> review -> book``: ``check_budget``
     calls the flaky budget service and retries; ``review`` waits for the
-    ``approval`` signal for ``approval_window`` (then the run fails with
-    ``StepTimeout``, and ``flowkit retry`` waits again); past ``deadline`` the
-    whole run ends ``timed_out``.
+    ``approval`` signal for ``approval_window``, then runs without it and
+    auto-rejects the expense (``flowkit retry RUN_ID --from review`` re-opens
+    the decision); past ``deadline`` the whole run ends ``timed_out``.
     """
     wf = flowkit.Workflow(name, on=on, timeout=deadline)
     checked = wf.step(queue=QUEUE, timeout="10s")(validate)
@@ -54,7 +54,7 @@ def expense_workflow(
         after=budgeted,
         queue=QUEUE,
         wait_for="approval",  # the run waits here, holding no worker thread
-        timeout=approval_window,
+        timeout=approval_window,  # then review gets a flowkit.TimedOut: auto-rejected
     )(review)
     wf.step(after=decided, queue=QUEUE, retries=5, timeout="30s")(book)
     return wf
@@ -64,7 +64,7 @@ def expense_workflow(
 expense_approval = expense_workflow(
     "expense_approval", on="expense:submitted", approval_window="24h", deadline="72h"
 )
-#: The same graph with a 2-second approval window, so run.py can show a wait timing out.
+#: The same graph with a 2-second approval window, so run.py can show an auto-rejection.
 expense_approval_short = expense_workflow(
     "expense_approval_short", approval_window="2s", deadline="1h"
 )

@@ -78,7 +78,10 @@ class Decision(BaseModel):
 
 
 class Rejection(BaseModel):
-    """What a rejected run returns (the output of ``review``'s ``flowkit.Stop``)."""
+    """What a rejected run returns (the output of ``review``'s ``flowkit.Stop``).
+
+    ``approver`` is empty when nobody decided within the approval window.
+    """
 
     expense_id: str
     outcome: Literal["rejected"] = "rejected"

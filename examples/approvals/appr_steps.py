@@ -6,8 +6,8 @@ nothing about queues, retries or signals, and unit tests call them directly.
 
     validate -> enrich -> check_budget -> review -> book
                                           |
-                                          waits for the "approval" signal;
-                                          a rejection ends the run there
+                                          waits for the "approval" signal; a rejection,
+                                          or no decision in time, ends the run there
 """
 
 from __future__ import annotations
@@ -120,12 +120,21 @@ def check_budget(expense: Enriched, ctx: flowkit.Context) -> Budgeted:
     )
 
 
-def review(expense: Budgeted, approval: Approval, ctx: flowkit.Context) -> Decision | flowkit.Stop:
-    """The human decision: runs once the ``approval`` signal arrives.
+def review(
+    expense: Budgeted, approval: Approval | flowkit.TimedOut, ctx: flowkit.Context
+) -> Decision | flowkit.Stop:
+    """The human decision: runs once the ``approval`` signal arrives, or its window closes.
 
-    Approved, the expense goes on to ``book``; rejected, the run ends here,
-    successfully, with a :class:`Rejection` as its result.
+    Approved, the expense goes on to ``book``. Rejected, or undecided when the
+    approval window closes (``approval`` is then a :class:`flowkit.TimedOut`,
+    never to be mistaken for an approval), the run ends here, successfully,
+    with a :class:`Rejection` as its result.
     """
+    if isinstance(approval, flowkit.TimedOut):
+        why = f"no decision within {_duration(approval.waited)}"
+        ctx.logger.info("%s: auto-rejected", why)
+        rejection = Rejection(expense_id=expense.expense_id, approver="", comment=why)
+        return flowkit.Stop(output=rejection.model_dump(), reason=f"auto-rejected: {why}")
     if not approval.approved:
         ctx.logger.info("rejected by %s: %s", approval.approver, approval.comment or "-")
         rejection = Rejection(
@@ -143,6 +152,15 @@ def review(expense: Budgeted, approval: Approval, ctx: flowkit.Context) -> Decis
         approver=approval.approver,
         comment=approval.comment,
     )
+
+
+def _duration(span: timedelta) -> str:
+    """``24h``, ``30m`` or ``2s``: an approval window as the workflow declares it."""
+    seconds = span.total_seconds()
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def book(decision: Decision, ctx: flowkit.Context) -> Booking:

@@ -19,8 +19,9 @@ What it does, as an approver clicking through the old platform's UI would:
 3. approves two, rejects one, withdraws (cancels) one, and shows that a second
    approval for the same run is refused;
 4. submits a seventh expense to ``expense_approval_short``, whose approval
-   window is 2 seconds, lets the wait time out, retries the run from its
-   failed step and approves it: the earlier steps are not run again;
+   window is 2 seconds, lets the window pass (``review`` gets a
+   ``flowkit.TimedOut`` and auto-rejects it), re-opens the decision with
+   ``retry(from_step="review")`` and approves it: the earlier steps are not run again;
 5. runs the nightly report once, and prints a summary.
 
 Exits 0 when every run ended as planned, 1 otherwise, 2 on an error.
@@ -170,7 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line: how long to wait, which batch, how chatty."""
     parser = argparse.ArgumentParser(
         description="Run sample expenses through the flowkit approval workflow: approve some, "
-        "reject others, let one approval time out and retry it, then print a summary."
+        "reject others, let one approval window pass and re-open it, then print a summary."
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for each stage (60)"
@@ -218,18 +219,19 @@ def classify(case: Case, timeout: float) -> None:
 
 
 def short_window(case: Case, batch: str, timeout: float) -> None:
-    """Let the approval wait time out, retry the run from the failed step, then approve it."""
+    """Let the approval window pass (auto-rejected), re-open the decision, then approve it."""
     run = expense_approval_short.submit(case.expense, key=f"{batch}:{case.expense_id}")
     case.run = run
     if not run.created:  # --batch reused: report the existing run as it is
         return
-    status = run.wait(timeout=timeout)  # nobody approves within 2 seconds
-    err = run.info().error or {}
-    case.notes.append(f"first wait ended {status.value}: {err.get('type')}: {err.get('message')}")
-    if status is not flowkit.RunStatus.FAILED:
+    status = run.wait(timeout=timeout)  # nobody decides within 2 seconds
+    info = run.info()
+    case.notes.append(f"first wait: {info.stop_reason or status.value}")
+    if not (status is flowkit.RunStatus.SUCCEEDED and info.stopped):
         return
     before = {s.name: s.attempts for s in run.steps()}
-    requeued = run.retry()  # flowkit retry RUN_ID: from the failed step, reusing the others
+    # flowkit retry RUN_ID --from review: decide again, reusing the steps before it
+    requeued = run.retry(from_step="review")
     _settled(run, timeout)
     run.signal("approval", {"approver": case.approver, "approved": True, "comment": case.comment})
     run.wait(timeout=timeout)

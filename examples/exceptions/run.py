@@ -97,16 +97,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def collect(runs: list[flowkit.Run], timeout: float, tally: Tally) -> None:
     """Wait for each run until ``timeout`` seconds from now and count how it ended."""
     deadline = time.monotonic() + timeout
-    for run in runs:
-        try:
-            result = run.result(timeout=max(0.0, deadline - time.monotonic()))
-        except flowkit.ResultTimeout:
-            tally.unfinished += 1
-        except flowkit.RunError as exc:  # RunFailed, or cancelled/timed out
-            tally.failed += 1
-            tally.errors.append(str(exc))
-        else:
-            tally.add(result)
+    with flowkit.Progress("finished", total=len(runs)) as progress:
+        for run in runs:
+            try:
+                result = run.result(timeout=max(0.0, deadline - time.monotonic()))
+            except flowkit.ResultTimeout:
+                tally.unfinished += 1
+            except flowkit.RunError as exc:  # RunFailed, or cancelled/timed out
+                tally.failed += 1
+                tally.errors.append(str(exc))
+            else:
+                tally.add(result)
+            progress.advance()
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -147,11 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         runs = []
-        for exc in exceptions:
-            run = pipeline.submit(exc, key=f"{batch}:{exc.tenant_id}:{exc.exception_id}")
-            runs.append(run)
-            tally.submitted += 1
-            tally.existing += not run.created
+        # On a terminal a progress bar, otherwise a line now and then (on stderr).
+        with flowkit.Progress("submitted", total=len(exceptions)) as progress:
+            for exc in exceptions:
+                run = pipeline.submit(exc, key=f"{batch}:{exc.tenant_id}:{exc.exception_id}")
+                runs.append(run)
+                tally.submitted += 1
+                tally.existing += not run.created
+                progress.advance()
         if not app.settings.embedded:
             print(
                 f"submitted {len(runs)} runs; waiting for `flowkit worker` processes...",

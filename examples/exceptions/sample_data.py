@@ -4,9 +4,11 @@
 exceptions of four tenants from a handful of sources, with error names,
 source spellings and timestamp formats as varied as real producers send them,
 plus heartbeats and duplicates that triage ends early. As a script it writes
-JSON lines, one ``RawException`` each::
+JSON lines, one ``RawException`` each, that ``flowkit submit --jsonl`` submits
+one run per line::
 
     python examples/exceptions/sample_data.py 100 > exceptions.jsonl
+    flowkit submit examples/exceptions/app.py:pipeline --jsonl exceptions.jsonl --key samples
 """
 
 from __future__ import annotations

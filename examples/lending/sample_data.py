@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import lend_db
+import sqlalchemy as sa
 from lend_models import LendingCriteria
 from lend_rules import INDUSTRIES, STATES
 
@@ -272,9 +273,14 @@ def add_lender(document: Path, name: str | None = None) -> int:
     """Insert one more lender whose document is the file ``document``; its id."""
     row = {"name": name or document.stem.replace("_", " ").title(), "active": True}
     row.update(document_path=str(document.resolve()), status="uploaded")
+    lenders = lend_db.lenders
     with lend_db.engine().begin() as conn:
-        insert = lend_db.lenders.insert().values(row).returning(lend_db.lenders.c.id)
-        return int(conn.execute(insert).scalar_one())
+        # The next id by hand: seed() inserts explicit ids, which PostgreSQL's id
+        # sequence never sees, so letting it pick would collide with lender 1.
+        last = conn.execute(sa.select(sa.func.max(lenders.c.id))).scalar_one()
+        lender_id = int(last or 0) + 1
+        conn.execute(lenders.insert().values(id=lender_id, **row))
+        return lender_id
 
 
 def main(argv: list[str] | None = None) -> None:

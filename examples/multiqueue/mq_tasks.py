@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -198,9 +199,15 @@ def summarize(extract_text: Extracted, train_model: ModelCard, ctx: flowkit.Cont
     )
 
 
+#: Where analyses go without ``$MQ_OUTPUT_DIR``: the system's temporary folder, so that
+#: running the example from a checkout leaves nothing in it.
+DEFAULT_OUTPUT = Path(tempfile.gettempdir()) / "flowkit-multiqueue-analyses"
+
+
 def output_dir() -> Path:
-    """Where analyses are written: ``$MQ_OUTPUT_DIR``, default ``analyses/``."""
-    return Path(os.environ.get("MQ_OUTPUT_DIR", "analyses"))
+    """Where analyses are written: ``$MQ_OUTPUT_DIR``, default :data:`DEFAULT_OUTPUT`."""
+    configured = os.environ.get("MQ_OUTPUT_DIR")
+    return Path(configured).resolve() if configured else DEFAULT_OUTPUT
 
 
 def store_analysis(result: Summarized) -> Analysis:

@@ -6,7 +6,8 @@
 
 With no configuration everything runs in this process: the memory broker with
 worker threads serving all three queues, and the SQLite file ``flowkit.db`` in
-the current directory; the analyses are written to ``analyses/``. With
+the current directory; the analyses are written to ``$MQ_OUTPUT_DIR``, by default
+``flowkit-multiqueue-analyses`` in the system's temporary folder. With
 ``FLOWKIT_BROKER_URL=amqp://...`` and ``FLOWKIT_DATABASE_URL=postgresql://...``
 it only emits and waits, and one ``flowkit worker --queues Q`` per queue does
 the work.
