@@ -40,10 +40,12 @@ from .errors import (
 from .flows import Flow, Pipeline
 from .joins import ItemFailure, Settled
 from .observability import Observer
+from .progress import Progress
 from .queues import Queue, RateLimit
 from .records import AttemptInfo, RetryPreview, RunInfo, RunningStep, StepInfo, WorkerInfo
 from .stage import Stage, Stop, stage
 from .status import RunStatus, StepStatus
+from .waits import TimedOut
 from .workflows import Workflow
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "stage",
     "Stage",
     "Stop",
+    "TimedOut",
     "Context",
     "Flow",
     "Pipeline",
@@ -71,6 +74,7 @@ __all__ = [
     "RunStatus",
     "StepStatus",
     "Observer",
+    "Progress",
     # Errors
     "FlowkitError",
     "BrokerError",

@@ -47,9 +47,9 @@ DEFAULT_THREADS = 8
 class App:
     """Binds flows to a broker and a store. Creating one connects to nothing.
 
-    The broker and the database are opened on first use, from the arguments or
-    ``FLOWKIT_BROKER_URL`` (default ``memory://``) and ``FLOWKIT_DATABASE_URL``
-    (default ``sqlite:///flowkit.db``)::
+    The broker and the database are opened on first use, from the arguments,
+    ``FLOWKIT_BROKER_URL`` / ``FLOWKIT_DATABASE_URL`` or ``[tool.flowkit]`` of pyproject.toml
+    (default ``memory://`` and ``sqlite:///flowkit.db``; see :meth:`Settings.resolve`)::
 
         app = flowkit.App("exceptions", flows=[pipeline])
         run = pipeline.submit(RawException(...), key="tenant-1:exc-42")
@@ -141,6 +141,7 @@ class App:
         self.threads = threads
         self.timer_hop_ms = parse_duration_ms(timer_hop, what=f"App {name!r} timer_hop")
         self._embedded_worker = embedded_worker
+        self._create_schema = True
         self._settings: Settings | None = None
         self._store: Store | None = None
         self._broker: dramatiq.Broker | None = None
@@ -175,11 +176,12 @@ class App:
         database_url: str | None = None,
         threads: int | None = None,
         embedded_worker: bool | None = None,
+        create_schema: bool | None = None,
     ) -> None:
         """Override settings before first use (the CLI's ``--broker-url`` and friends).
 
-        ``embedded_worker`` may change at any time; the rest only before the
-        App opens its broker or store.
+        ``embedded_worker`` and ``create_schema`` (``False``: check, never create, the
+        schema) may change any time; the rest only before the App opens its broker or store.
 
         Raises:
             ConfigurationError: the App already opened its broker or store.
@@ -187,6 +189,7 @@ class App:
         with self._lock:
             if embedded_worker is not None:
                 self._embedded_worker = embedded_worker
+            self._create_schema = self._create_schema if create_schema is None else create_schema
             if broker_url is None and database_url is None and threads is None:
                 return
             if self._store is not None or self._broker is not None:
@@ -222,13 +225,8 @@ class App:
             if self._store is None:
                 from .store import Store  # SQLAlchemy loads with the first store
 
-                store = Store(self.settings.database_url, pool_size=self.threads + 2)
-                try:
-                    store.ensure_schema()
-                except Exception:
-                    store.dispose()
-                    raise
-                self._store = store
+                url, size = self.settings.database_url, self.threads + 2
+                self._store = Store.open(url, pool_size=size, create=self._create_schema)
             return self._store
 
     @property
@@ -255,16 +253,22 @@ class App:
         """Deliver signal ``name`` with payload ``data`` to a run.
 
         If a step waits for it, the step runs with the payload; if the step is
-        not waiting yet, the signal is kept until it is.
+        not waiting yet, the signal is kept until it is. A signal without a
+        payload (``data`` left out, or ``None``) is refused unless the payload's
+        type lists ``None`` (``Note | None``).
 
         Returns:
             whether a waiting step was released right away.
 
         Raises:
             RunNotFound: no such run.
-            SignalRejected: the run is over, no step waits for ``name``, or the
-                signal was already delivered.
-            InputValidationError: ``data`` does not match the signal's type.
+            SignalRejected: the run is over, no step waits for ``name``, the
+                signal was already delivered, or the step's wait timed out.
+            InputValidationError: ``data`` is missing or does not match the signal's type.
+
+        .. versionchanged:: 0.2
+           a missing payload is refused unless the type lists ``None``; a signal
+           after its wait timed out is refused.
         """
         return self.engine.signal(run_id, name, data)
 

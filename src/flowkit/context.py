@@ -31,8 +31,10 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         extra = dict(self.extra or {})
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         tags = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
+        # The JSON log format drops the prefix: the same values are its fields.
+        extra["flowkit_prefix"] = f"[{tags}] "
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return f"[{tags}] {msg}", kwargs
 
 

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from .config import mask_url
+from .errors import FlowkitError
 
 if TYPE_CHECKING:
     from .app import App
@@ -36,15 +37,12 @@ def check(app: App, *, open_store: bool = True) -> dict[str, str | None]:
             f"{mask_url(app.settings.database_url)}: {type(exc).__name__}: {str(exc)[:200]}"
         )
     if not app.settings.embedded:
-        try:
-            import pika
+        from .runtime.amqp import connect  # pika only when the broker is RabbitMQ
 
-            params = pika.URLParameters(app.settings.broker_url)
-            params.socket_timeout = 3
-            params.connection_attempts = 1
-            pika.BlockingConnection(params).close()
-        except Exception as exc:
-            problems["broker"] = f"{mask_url(app.settings.broker_url)}: {type(exc).__name__}"
+        try:
+            connect(app.settings.broker_url, timeout=3).close()
+        except FlowkitError as exc:  # the cause in words, with the masked URL
+            problems["broker"] = str(exc)
     return problems
 
 
@@ -65,9 +63,9 @@ def _check_database(app: App, *, open_store: bool) -> None:
         return
     engine = create_engine(app.settings.database_url, pool_size=1)
     try:
+        check_schema(engine)  # first: a missing SQLite file is reported, not created
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-        check_schema(engine)
     finally:
         engine.dispose()
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import mask_url
-from .errors import BrokerError
-
 __all__ = ["queue_depths"]
 
 
@@ -14,17 +11,12 @@ def queue_depths(url: str, queues: list[str]) -> dict[str, dict[str, Any]]:
     """Ready messages and consumers per queue (and its .DQ/.XQ), by passive declares.
 
     Raises:
-        BrokerError: the broker cannot be reached (its URL's password masked).
+        BrokerError: the broker cannot be reached (in words, its URL's password masked).
     """
-    import pika  # the RabbitMQ client: only this read needs it
+    from .runtime.amqp import connect  # pika: only this read needs it
 
     out: dict[str, dict[str, Any]] = {}
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(url))
-    except Exception as exc:
-        raise BrokerError(
-            f"cannot connect to broker {mask_url(url)}: {type(exc).__name__}"
-        ) from exc
+    conn = connect(url, timeout=5)
     try:
         for q in queues:
             row: dict[str, Any] = {}

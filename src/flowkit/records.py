@@ -106,6 +106,10 @@ class RunInfo:
     #:
     #: .. versionadded:: 0.2
     error_type: str | None = None
+    #: the trace context of the run's submit (W3C ``traceparent``), when it was traced
+    #:
+    #: .. versionadded:: 0.3
+    trace_context: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def stopped(self) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import inspect
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
@@ -13,11 +15,12 @@ from pydantic import TypeAdapter, create_model
 from typing_extensions import Unpack
 
 from ._secrets import contains_secret, dump_json_revealed, secret_values
-from ._types import is_assignable, strip_type, type_name
+from ._types import strip_type, type_name
 from .context import Context
 from .errors import FlowDefinitionError
 from .options import Option, OptionKeywords, StageKeywords, StepOptions, check_keywords
 from .queues import Queue, StepLimits
+from .waits import PayloadSpec, TimedOut, read_payload
 
 __all__ = ["Stage", "StageDecorator", "Stop", "stage"]
 
@@ -88,8 +91,10 @@ class Stage(Generic[In, Out]):
         #: the step's options, parsed and checked (read them as attributes too)
         self.options = StepOptions.parse(options.get("name") or fn.__name__, **options)
         self._context_param: str | None = None
-        #: for a signal wait: the signal's payload type
+        #: for a signal wait: the signal's payload type (without flowkit.TimedOut)
         self.signal_type: Any = None
+        #: for a signal wait: what its payload annotation says (see :mod:`flowkit.waits`)
+        self.signal_spec: PayloadSpec | None = None
         if self.wait_for:
             self.input_type, self.output_type, self.takes_context = self._signature_wait()
         elif self.inputs:
@@ -189,13 +194,50 @@ class Stage(Generic[In, Out]):
                 f"{what}: annotate the return type (use '-> None' if it returns nothing)"
             )
         self._context_param = ctx_params[0].name if ctx_params else None
-        self.signal_type = hints[rest[1].name]
+        self.signal_spec = self._check_payload(read_payload(hints[rest[1].name]))
+        self.signal_type = self.signal_spec.type
         return hints[rest[0].name], strip_type(hints["return"], Stop), bool(ctx_params)
+
+    def _check_payload(self, spec: PayloadSpec) -> PayloadSpec:
+        what = f"step {self.name!r} waits for signal {self.wait_for!r}"
+        if spec.takes_timeout and spec.type is TimedOut:
+            raise FlowDefinitionError(
+                f"{what}: name the payload's type beside flowkit.TimedOut "
+                "(approval: Approval | flowkit.TimedOut)"
+            )
+        if spec.takes_timeout and self.wait_timeout_ms is None:
+            raise FlowDefinitionError(
+                f"{what} and takes flowkit.TimedOut, but its wait has no timeout= (timeout='24h')"
+            )
+        if spec.nullable and not spec.takes_timeout and self.wait_timeout_ms is not None:
+            warnings.warn(
+                f"{what}: on a timeout it runs with None, as if a signal came without a "
+                f"payload; annotate the payload {type_name(spec.type)} | flowkit.TimedOut to "
+                "tell the two apart (running with None on a timeout is deprecated)",
+                DeprecationWarning,
+                # the decorator's line: past _check_payload, _signature_wait, __init__, wrap
+                stacklevel=5,
+            )
+        return spec
 
     @property
     def signal_optional(self) -> bool:
-        """Whether the signal's type admits ``None``: then a timeout runs the step with None."""
-        return self.signal_type is not None and is_assignable(type(None), self.signal_type)
+        """Whether a signal may come without a payload: its type lists ``None``.
+
+        .. versionchanged:: 0.2
+           ``None`` must be spelled out (``Note | None``); ``Any`` no longer counts.
+        """
+        return self.signal_spec is not None and self.signal_spec.nullable
+
+    @property
+    def runs_on_timeout(self) -> bool:
+        """Whether a timeout runs the step (with :class:`~flowkit.TimedOut`) rather than fail it.
+
+        Also true, deprecated, for a payload type that lists ``None`` without
+        ``TimedOut``: the step then runs with ``None``.
+        """
+        spec = self.signal_spec
+        return spec is not None and (spec.takes_timeout or spec.nullable)
 
     @cached_property
     def signal_adapter(self) -> TypeAdapter[Any]:
@@ -206,9 +248,17 @@ class Stage(Generic[In, Out]):
         if self.wait_for:
             stored = stored or {}
             value = self.input_adapter.validate_python(stored.get("value"))
+            if stored.get("timed_out"):
+                return (value, self._timed_out())
             signal = stored.get("signal")
             return (value, None if signal is None else self.signal_adapter.validate_python(signal))
         return self.input_adapter.validate_python(stored)
+
+    def _timed_out(self) -> TimedOut | None:
+        if self.signal_spec is None or not self.signal_spec.takes_timeout:
+            return None  # deprecated: a payload type that admits None gets None
+        waited = timedelta(milliseconds=self.wait_timeout_ms or 0)
+        return TimedOut(signal=self.wait_for or "", waited=waited)
 
     def param_type(self, name: str) -> Any:
         """The declared type of one parent's parameter (several-parent steps)."""

@@ -38,7 +38,9 @@ def build_runtime(app: App) -> tuple[Engine, dramatiq.Broker]:
     engine = Engine(
         graphs,
         store,
-        publisher_for(broker, max_hop_ms=app.timer_hop_ms or MAX_HOP_MS),
+        publisher_for(
+            broker, max_hop_ms=app.timer_hop_ms or MAX_HOP_MS, url=app.settings.broker_url
+        ),
         limits=PayloadLimits.of(app.settings),
         observers=app.observers,
         on_finished=app.finishes.notify,

@@ -120,8 +120,10 @@ class Workflow(Flow):
                 (``def approve(req: Request, approval: Approval) -> Decision``). The
                 run shows ``waiting`` and holds no worker meanwhile. ``timeout`` is
                 then how long to wait: past it the step fails with
-                :class:`~flowkit.StepTimeout`, or, if the payload's type admits
-                ``None``, runs with ``None``.
+                :class:`~flowkit.StepTimeout`, or, if the payload's annotation names
+                :class:`~flowkit.TimedOut` (``approval: Approval | flowkit.TimedOut``),
+                runs with a ``TimedOut`` in place of the payload. A signal without a
+                payload is accepted only when the type lists ``None``.
             delay: wait this long (``"10m"``) after the step is ready before running it.
             options: ``name``, ``queue``, ``retries``, ``min_backoff``, ``max_backoff``,
                 ``timeout``, ``priority``, ``concurrency``, ``concurrency_key``,
@@ -135,6 +137,9 @@ class Workflow(Flow):
 
         .. versionchanged:: 0.2
            typed: ``Stage[Input, Output]`` rather than ``Any``.
+        .. versionchanged:: 0.2
+           a signal wait's timeout gives :class:`~flowkit.TimedOut`; running with
+           ``None`` on a timeout (a payload type that lists ``None``) is deprecated.
         """
         check_keywords(options, StepKeywords, what="Workflow.step")
         if after is None:

@@ -41,8 +41,8 @@ impatient = flowkit.Workflow("pr-impatient")
 
 
 @impatient.step(wait_for="maybe", timeout="300ms", queue="pr.t")
-def without(n: int, maybe: Go | None) -> bool:
-    return maybe is not None
+def without(n: int, maybe: Go | flowkit.TimedOut) -> bool:
+    return not isinstance(maybe, flowkit.TimedOut)
 
 
 later = flowkit.Workflow("pr-later")

@@ -33,10 +33,10 @@ TARGET = f"{HERE / 'kill_flows.py'}:app"
 FLOW = "it-kill"
 QUEUES = "itk.decide,itk.enrich,itk.notify,itk.receive"
 SECRET = "guest:guest"
-#: The seed's per-process log format: "<time> - [Worker PID:<pid>] - <logger> - <level> - <msg>".
-SEED_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - \[Worker PID:(?P<pid>\d+)\] - "
-    r"(?P<logger>[\w.]+) - (?P<level>[A-Z]+) - (?P<message>.*)$",
+#: The console's log format, which --log-file uses too: "<time> <level> [<pid>] <logger>: <msg>".
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) \[(?P<pid>\d+)\] "
+    r"(?P<logger>[\w.-]+): (?P<message>.*)$",
     re.M,
 )
 
@@ -91,13 +91,13 @@ def test_two_processes_with_a_log_file_each_stop_on_sigterm(
     assert int(supervisor.group(1)) == parent.pid
     assert sorted(int(supervisor.group(i)) for i in (2, 3)) == children
 
-    # One log file per process, in the seed's format, naming that process.
+    # One log file per process, in the console's format, naming that process.
     files = [tmp_path / "logs" / f"worker_{i}.log" for i in (0, 1)]
     wait_until(lambda: all(f.exists() and START_LINE.search(f.read_text()) for f in files), 30)
     file_pids = []
     for f in files:
         text = f.read_text()
-        records = list(SEED_LINE.finditer(text))
+        records = list(LOG_LINE.finditer(text))
         assert records, text
         pids = {int(r.group("pid")) for r in records}
         assert len(pids) == 1, pids
@@ -152,7 +152,10 @@ def test_unreachable_broker_exits_6_with_one_line(
     )
     line = _one_line_error(res)
     assert res.returncode == 6, (res.returncode, line)
-    assert line.startswith("flowkit: error: cannot connect to broker amqp://guest:***@127.0.0.1:1/")
+    assert line.startswith(
+        "flowkit: error: RabbitMQ at amqp://guest:***@127.0.0.1:1/ is unreachable: "
+        "connection refused"
+    )
     print(f"\nunreachable broker: exit 6 after {time.monotonic() - began:.1f}s: {line}")
 
 

@@ -7,6 +7,7 @@ also run under pytest, as plain checks that the declarations work.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 from typing_extensions import assert_type
 
 import flowkit
+from flowkit.testing import VirtualClock
 
 
 class Order(BaseModel):
@@ -110,6 +112,35 @@ def test_workflow_step_gives_the_input_and_output_types() -> None:
     assert_type(total([1, 2]), int)
     assert approve.wait_timeout_ms == 3_600_000 and approve.timeout_ms is None
     assert flow.compile().sinks() == ["approve"]
+
+
+# A wait that handles its own timeout: the payload parameter names flowkit.TimedOut.
+waits = flowkit.Workflow("typed-waits")
+
+
+@waits.step(wait_for="approval", timeout="30s")
+def decide(order: Order, approval: Approval | flowkit.TimedOut) -> str:
+    if isinstance(approval, flowkit.TimedOut):
+        assert_type(approval, flowkit.TimedOut)
+        assert_type(approval.waited, timedelta)
+        return f"no answer to {approval.signal} within {approval.waited}"
+    assert_type(approval, Approval)
+    return "ok" if approval.ok else "no"
+
+
+def test_a_wait_may_take_timed_out() -> None:
+    assert_type(decide, flowkit.Stage[Any, Any])
+    assert decide.signal_type is Approval and decide.runs_on_timeout
+    gone = flowkit.TimedOut(signal="approval", waited=timedelta(seconds=30))
+    assert decide(Order(amount=1), gone) == "no answer to approval within 0:00:30"
+
+
+def test_the_virtual_clock_is_typed() -> None:
+    clock = VirtualClock()
+    assert_type(clock.advance(timedelta(seconds=1), minutes=2), datetime)
+    assert_type(clock.pending, list[datetime])
+    assert_type(clock.ahead, timedelta)
+    assert clock.ahead == timedelta(minutes=2, seconds=1)
 
 
 def test_options_are_typed_keywords() -> None:

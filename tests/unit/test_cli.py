@@ -120,6 +120,7 @@ def test_submit_from_a_file_and_a_duplicate_key(
 ) -> None:
     data = tmp_path / "order.json"
     data.write_text('{"tenant_id": "t", "amount": 1}')
+    assert cli("db", "upgrade", env=env).returncode == 0  # a plain submit creates no schema
     first = cli("submit", f"{FLOWS}:pipeline", "--data", f"@{data}", "--key", "t:1", env=env)
     second = cli("submit", f"{FLOWS}:pipeline", "--data", f"@{data}", "--key", "t:1", env=env)
     assert first.returncode == second.returncode == 0

@@ -95,6 +95,7 @@ def test_dev_runs_what_another_process_submits(dev: Proc, cli: Any, env: dict[st
 
 
 def test_dev_resumes_runs_left_by_a_previous_process(cli: Any, env: dict[str, str]) -> None:
+    assert cli("db", "upgrade", env=env).returncode == 0  # a plain submit creates no schema
     submitted = cli(
         "submit", f"{FLOWS}:pipeline", "--data", '{"tenant_id": "t", "amount": 1}', env=env
     )

@@ -27,7 +27,7 @@ def _workflow() -> flowkit.Workflow:
         return sum(items.results)
 
     @wf.step(after=gather, wait_for="go", timeout="5s")
-    def release(total: int, go: bool | None) -> int:
+    def release(total: int, go: bool | flowkit.TimedOut) -> int:
         return total
 
     return wf

@@ -92,10 +92,15 @@ def test_health_cli_checks_the_schema_without_creating_it(cli: Any, tmp_path: Pa
     env = {"FLOWKIT_DATABASE_URL": f"sqlite:///{db}", "FLOWKIT_BROKER_URL": "memory://"}
     result = cli("health", FLOWS, env=env)
     assert result.returncode == 6, result.stdout + result.stderr
-    assert "no flowkit tables" in result.stdout
-    assert "Traceback" not in result.stderr
+    assert "no flowkit database at" in result.stdout
+    assert not db.exists()  # not even an empty file
     import sqlite3
 
+    sqlite3.connect(db).close()
+    result = cli("health", FLOWS, env=env)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "no flowkit tables" in result.stdout
+    assert "Traceback" not in result.stderr
     with sqlite3.connect(db) as conn:  # nothing was created in it
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
     assert cli("db", "upgrade", env=env).returncode == 0
@@ -107,10 +112,12 @@ def test_status_on_the_embedded_default(cli: Any, tmp_path: Path) -> None:
         "FLOWKIT_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
         "FLOWKIT_BROKER_URL": "memory://",
     }
-    cli("submit", FLOWS, "--data", "3", env=env)
+    assert cli("db", "upgrade", env=env).returncode == 0  # a plain submit creates no schema
+    assert cli("submit", FLOWS, "--data", "3", env=env).returncode == 0
     result = cli("status", FLOWS, "--json", env=env)
     assert result.returncode == 0, result.stderr
     snap = json.loads(result.stdout)
     assert snap["queues"] is None and "RabbitMQ" in snap["queues_note"]
     assert snap["runs"] == {"pending": 1}
+    assert snap["flows"] == {"ops": {"pending": 1}}
     assert snap["oldest_live_run"]["status"] == "pending"

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal as os_signal
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .._types import parse_duration_ms
 from ..app import App
-from ..errors import ConfigurationError, FlowkitError, InputValidationError
+from ..errors import InputValidationError
 from ..status import RunStatus
-from . import exits
+from . import exits, log_format
+from .apps import add_app_arguments, cli_app, load_target
 from .commands_runs import print_validation_errors, read_data
-from .loader import load
+from .retry_runs import retry_runs
 
 log = logging.getLogger("flowkit.cli")
 
-_APP_HELP = "the App (MODULE:ATTR) whose flows the run belongs to (default: $FLOWKIT_APP)"
+_APP_HELP = "the App (MODULE:ATTR) whose flows the run belongs to"
 # The statuses `flowkit retry --status` accepts, in the order --help lists them.
 _RETRY_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT, RunStatus.SUCCEEDED)
 
@@ -33,8 +33,10 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         formatter_class=fmt,
         help="send a signal (e.g. an approval) to a run",
         description="Deliver signal NAME with --data to RUN_ID. A step waiting for it runs "
-        "with the data; a signal sent before the step waits is kept until it does. A signal "
-        "for a finished run, or a second one of the same name, is refused (exit 9).",
+        "with the data; a signal sent before the step waits is kept until it does. Without "
+        "--data the signal is refused (exit 4, nothing sent) unless the step's payload type "
+        "lists None. A signal for a finished run, a second one of the same name, or one "
+        "after its wait timed out is refused (exit 9).",
         epilog=(
             "examples:\n"
             '  flowkit signal 01a2... approval --data \'{"approver": "ana", "ok": true}\' '
@@ -47,11 +49,17 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     s.add_argument(
         "--data",
         "-d",
-        default="null",
         metavar="JSON|@FILE|-",
-        help="the signal's payload (default: null)",
+        help="the signal's payload; required unless the step's payload type lists None "
+        "(Note | None), then it defaults to null",
     )
-    s.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
+    add_app_arguments(s, _APP_HELP, positional=False)
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"run_id", "name", "accepted": true, "delivered"} '
+        "(delivered: a waiting step was released now; false: kept until the step waits)",
+    )
     s.set_defaults(handler=send_signal)
 
     c = sub.add_parser(
@@ -65,6 +73,9 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         epilog="examples:\n  flowkit cancel 01a2030990c3...",
     )
     c.add_argument("run_id", metavar="RUN_ID")
+    add_app_arguments(
+        c, "the App (MODULE:ATTR), optional, whose observers see the run end", positional=False
+    )
     c.set_defaults(handler=cancel)
 
     r = sub.add_parser(
@@ -98,7 +109,13 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     r.add_argument("--flow", "-f", help="bulk: only runs of this flow")
     r.add_argument("--since", metavar="DURATION", help="bulk: only runs created this recently")
     r.add_argument("--limit", type=int, default=1000, help="bulk: at most this many runs")
-    r.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"dry_run", "runs": [{"run_id", "requeued"} or the '
+        'dry run\'s plan], "not_retried": [{"run_id", "error"}]}',
+    )
+    add_app_arguments(r, _APP_HELP, positional=False)
     r.set_defaults(handler=retry)
 
     sch = sub.add_parser(
@@ -109,10 +126,12 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         description="Start a run of every flow with schedule= at each cron tick (UTC), once "
         "per tick even with several schedulers running, and run the recovery sweep every 30s. "
         "Ticks missed while no scheduler ran are skipped and logged (--catch-up latest starts "
-        "the most recent one).",
+        "the most recent one). While RabbitMQ is down it keeps running: one warning, quiet "
+        "retries ($FLOWKIT_BROKER_RETRY_SECONDS, default 1, doubling to 30 s), one line when "
+        "it is back.",
         epilog="examples:\n  flowkit scheduler examples/approvals/app.py:app",
     )
-    sch.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    add_app_arguments(sch, "the App, Pipeline or Workflow whose schedules to start")
     sch.add_argument("--catch-up", choices=["skip", "latest"], default="skip")
     sch.add_argument(
         "--sweep-every",
@@ -121,34 +140,32 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         metavar="SECONDS",
         help="seconds between recovery sweeps (0: never)",
     )
+    log_format.add_option(sch)
     sch.set_defaults(handler=scheduler)
 
 
 def _app(args: argparse.Namespace, *, need_flows: bool) -> App:
-    spec = getattr(args, "app", None) or os.environ.get("FLOWKIT_APP")
-    if spec:
-        app = load(spec).app
-    elif need_flows:
-        raise ConfigurationError(
-            "this needs the flow definitions: pass --app MODULE:ATTR or set FLOWKIT_APP"
-        )
-    else:
-        app = App("flowkit-cli")
-    app.configure(broker_url=args.broker_url, database_url=args.database_url, embedded_worker=False)
-    return app
+    # Signals, cancels and retries change stored runs: they never create a schema.
+    return cli_app(args, "flowkit-cli", need_flows=need_flows)
 
 
 def send_signal(args: argparse.Namespace) -> int:
-    data = read_data(args.data)
+    data = None if args.data is None else read_data(args.data)
     app = _app(args, need_flows=True)
     try:
         released = app.signal(args.run_id, args.name, data)
     except InputValidationError as exc:
-        print_validation_errors(args.name, exc)
+        if args.data is None:  # the one thing wrong is the missing payload: say so, once
+            print(f"flowkit: error: {exc}; pass it with --data JSON", file=sys.stderr)
+        else:
+            print_validation_errors(args.name, exc)
         return exits.INVALID_INPUT
     finally:
         app.close()
-    if released:
+    if args.json:
+        doc = {"run_id": args.run_id, "name": args.name, "accepted": True, "delivered": released}
+        print(json.dumps(doc))
+    elif released:
         print(f"signal {args.name!r} delivered: run {args.run_id} continues")
     else:
         print(f"signal {args.name!r} stored: the step waiting for it will use it")
@@ -165,43 +182,10 @@ def cancel(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def _retry_one(app: App, run_id: str, args: argparse.Namespace) -> None:
-    if args.dry_run:
-        p = app.retry_preview(run_id, from_step=args.from_step)
-        kept = f"; keeps {p.kept_items} succeeded item(s) of {p.start}" if p.kept_items else ""
-        reused = ", ".join(p.reused) or "nothing"
-        print(f"run {run_id}: would re-run {', '.join(p.rerun)}; reuses {reused}{kept}")
-        return
-    names = app.retry(run_id, from_step=args.from_step)
-    print(f"run {run_id}: re-queued {', '.join(names) or 'nothing'}")
-
-
 def retry(args: argparse.Namespace) -> int:
     app = _app(args, need_flows=True)
     try:
-        if args.run_id:
-            _retry_one(app, args.run_id, args)
-            return exits.OK
-        since = None
-        if args.since:
-            ms = parse_duration_ms(args.since, what="--since") or 0
-            since = datetime.now(timezone.utc) - timedelta(milliseconds=ms)
-        status = RunStatus(args.status or RunStatus.FAILED)
-        runs = [
-            r
-            for r in app.runs(flow=args.flow, status=status, limit=args.limit)
-            if since is None or r.created_at >= since
-        ]
-        failed = 0
-        for info in runs:
-            try:
-                _retry_one(app, info.id, args)
-            except FlowkitError as exc:
-                failed += 1
-                print(f"run {info.id}: not retried: {exc}", file=sys.stderr)
-        done = "would retry" if args.dry_run else "retried"
-        print(f"{done} {len(runs) - failed} of {len(runs)} {status.value} run(s)")
-        return exits.OK if not failed else exits.UNEXPECTED
+        return retry_runs(app, args)
     finally:
         app.close()
 
@@ -209,7 +193,7 @@ def retry(args: argparse.Namespace) -> int:
 def scheduler(args: argparse.Namespace) -> int:
     from ..scheduling import Scheduler
 
-    target = load(args.target)
+    target = load_target(args)
     app = target.app
     app.configure(broker_url=args.broker_url, database_url=args.database_url, embedded_worker=False)
     sched = Scheduler(app, catch_up=args.catch_up, sweep_every=args.sweep_every)

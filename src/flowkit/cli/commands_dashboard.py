@@ -22,7 +22,7 @@ from ..app import App
 from ..errors import ConfigurationError
 from ..redact import remember
 from . import exits
-from .loader import load
+from .apps import add_app_arguments, cli_app
 
 TOKEN_ENV = "FLOWKIT_DASHBOARD_TOKEN"
 MIN_TOKEN_LENGTH = 12
@@ -50,12 +50,10 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
             "  flowkit dashboard myapp:app --no-auth"
         ),
     )
-    d.add_argument(
-        "target",
-        nargs="?",
-        metavar="MODULE:ATTR",
-        help="the App whose flows to show (default: $FLOWKIT_APP; without one, the runs, "
-        "workers and dead letters of the database)",
+    add_app_arguments(
+        d,
+        "the App whose flows to show; without one, the runs, workers and dead letters "
+        "of the database",
     )
     d.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
     d.add_argument("--port", type=int, default=8080, help="the port (default 8080)")
@@ -101,11 +99,8 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _app(args: argparse.Namespace) -> App:
-    spec = args.target or os.environ.get("FLOWKIT_APP")
-    app = load(spec).app if spec else App("flowkit-dashboard")
-    # The dashboard runs no steps: never start worker threads in this process.
-    app.configure(broker_url=args.broker_url, database_url=args.database_url, embedded_worker=False)
-    return app
+    # The dashboard runs no steps and creates no schema: no worker threads here.
+    return cli_app(args, "flowkit-dashboard", need_flows=False)
 
 
 def missing_extra_hint() -> str | None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from .._types import parse_duration_ms
 from ..app import App
 from ..dead_retry import redrive_dead_letters
 from ..errors import ConfigurationError
+from ..progress import Progress
 from . import exits
-from .loader import load
+from .apps import add_app_arguments, cli_app
 from .timeline import print_table, time_text
 
 
@@ -49,12 +49,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     )
     rt.add_argument("ids", metavar="ID", nargs="*")
     rt.add_argument("--all", action="store_true", help="every dead letter")
-    rt.add_argument(
-        "--app",
-        "-a",
-        metavar="MODULE:ATTR",
-        help="the App (MODULE:ATTR), for retrying runs (default: $FLOWKIT_APP)",
-    )
+    add_app_arguments(rt, "the App (MODULE:ATTR), for retrying runs", positional=False)
     rt.set_defaults(handler=dead_retry)
     pg = dsub.add_parser(
         "purge",
@@ -70,10 +65,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
 
 
 def _app(args: argparse.Namespace) -> App:
-    spec = getattr(args, "app", None) or os.environ.get("FLOWKIT_APP")
-    app = load(spec).app if spec else App("flowkit-dead")
-    app.configure(broker_url=args.broker_url, database_url=args.database_url, embedded_worker=False)
-    return app
+    return cli_app(args, "flowkit-dead", need_flows=False)
 
 
 def dead_list(args: argparse.Namespace) -> int:
@@ -104,7 +96,10 @@ def dead_retry(args: argparse.Namespace) -> int:
         raise ConfigurationError("name dead letters to retry, or pass --all")
     app = _app(args)
     try:
-        done, skipped = redrive_dead_letters(app, None if args.all else args.ids)
+        with Progress("dead letters", total=None) as progress:
+            done, skipped = redrive_dead_letters(
+                app, None if args.all else args.ids, progress=progress
+            )
     finally:
         app.close()
     print(f"re-drove {done} dead letter(s); {skipped} cannot be re-driven (not a valid message)")

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, InputValidationError
+from ..payloads import PayloadLimits
+from ..runtime.validation import check_input
 from . import exits
+from .apps import add_app_arguments, load_target
 from .commands_runs import (
     note_started,
     print_validation_errors,
     quiet_step_logs,
     read_data,
-    wait_and_print,
 )
-from .loader import load
+from .waiting import finish
 
 
 def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
@@ -37,7 +39,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
             "  flowkit emit myapp:app lender:document:uploaded --data @event.json --key doc-7"
         ),
     )
-    e.add_argument("target", metavar="MODULE:ATTR", help="an App (or one of its flows)")
+    add_app_arguments(e, "the App (or one of its flows) whose subscribed workflows start")
     e.add_argument("event", metavar="NAME", help="the event's name")
     e.add_argument(
         "--data",
@@ -55,6 +57,12 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         metavar="SECONDS",
         help="with --wait: give up after this long",
     )
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object, {"event": NAME, "runs": [...]}, with one entry per run '
+        "started (as flowkit submit --json prints them) instead of FLOW RUN_ID lines",
+    )
     e.set_defaults(handler=emit)
 
     g = sub.add_parser(
@@ -71,7 +79,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
             "  flowkit graph examples/lending/app.py:app --output lending.svg"
         ),
     )
-    g.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    add_app_arguments(g, "the App, Pipeline or Workflow to draw")
     g.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     g.add_argument(
         "--output",
@@ -90,7 +98,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         epilog="examples:\n  flowkit queues examples/multiqueue/app.py:app\n"
         "  flowkit queues myapp:app --json",
     )
-    q.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    add_app_arguments(q, "the App, Pipeline or Workflow whose queues to list")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=queues)
 
@@ -98,28 +106,36 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
 def emit(args: argparse.Namespace) -> int:
     quiet_step_logs(args)
     data = read_data(args.data)
-    target = load(args.target)
+    target = load_target(args)
     app = target.app
+    # Only --wait, which runs the steps in this process, creates a missing schema.
+    wait = bool(args.wait)
     app.configure(
-        broker_url=args.broker_url, database_url=args.database_url, embedded_worker=bool(args.wait)
+        broker_url=args.broker_url,
+        database_url=args.database_url,
+        embedded_worker=wait,
+        create_schema=wait,
     )
     try:
+        limits = PayloadLimits.of(app.settings)
+        for flow in app.flows:  # every subscriber accepts the data before any store opens
+            if args.event in flow.events:
+                check_input(flow.compile(), data, limits)
         runs = app.emit(args.event, data, key=args.key)
     except InputValidationError as exc:
         print_validation_errors(args.event, exc)
         return exits.INVALID_INPUT
-    for run in runs:
-        print(f"{run.flow} {run.id}")
-    note_started(app, runs, args.key, wait=bool(args.wait))
-    if args.wait:
-        return wait_and_print(app, runs, args.timeout)
-    return exits.OK
+    if not args.json:
+        for run in runs:
+            print(f"{run.flow} {run.id}", flush=True)
+    note_started(app, runs, args.key, wait=wait)
+    return finish(app, [(run, args.key) for run in runs], args, event=args.event)
 
 
 def graph(args: argparse.Namespace) -> int:
     from ..drawing import dot, mermaid
 
-    target = load(args.target)
+    target = load_target(args)
     flows = target.flows
     out = Path(args.output) if args.output else None
     render = out is not None and out.suffix.lower() in {".svg", ".png"}
@@ -159,7 +175,7 @@ def queues(args: argparse.Namespace) -> int:
 
     from .timeline import print_table
 
-    target = load(args.target)
+    target = load_target(args)
     rows: dict[str, dict[str, Any]] = {}
     for flow in target.flows:
         for stage in flow.steps.values():

@@ -13,7 +13,7 @@ from ..config import mask_url
 from ..errors import StoreError
 from ..queue_depths import queue_depths
 from . import exits
-from .loader import load
+from .apps import add_app_arguments, cli_app
 from .timeline import print_table
 
 
@@ -23,11 +23,18 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         parents=[common],
         formatter_class=fmt,
         help="check that the broker and the database answer",
-        description="Check the broker and the database of MODULE:ATTR; exit 0 when both "
-        "answer, 6 with the reason otherwise.",
-        epilog="examples:\n  flowkit health examples/multiqueue/app.py:app",
+        description="Check the broker and the database (of MODULE:ATTR, when given); exit 0 "
+        "when both answer, 6 with the reason otherwise. Creates nothing.",
+        epilog="examples:\n  flowkit health examples/multiqueue/app.py:app\n"
+        "  flowkit health --database-url postgresql://postgres@127.0.0.1/app",
     )
-    h.add_argument("target", metavar="MODULE:ATTR")
+    add_app_arguments(h, "the App whose broker and database to check")
+    h.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"ok", "checks": {"database": {"ok", "error"}, '
+        '"broker": {...}}} (the exit code is the same)',
+    )
     h.set_defaults(handler=health)
     s = sub.add_parser(
         "status",
@@ -37,20 +44,24 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         description="Per queue of MODULE:ATTR: messages ready, delayed (.DQ) and "
         "dead-lettered (.XQ), and consumers, as RabbitMQ reports them; the live workers "
         "(host, pid, queues, threads, the steps they run, their last heartbeat), runs by "
-        "status and the oldest live run, from the database.",
+        "flow and status and the oldest live run, from the database. With an app, only its "
+        "flows' runs are counted (unless --all); without one, every flow the database knows "
+        "(queue depths need the app: AMQP cannot list queues). Creates nothing.",
         epilog="examples:\n  flowkit status examples/multiqueue/app.py:app\n"
-        "  flowkit status myapp:app --json\n  flowkit status myapp:app --watch 5",
+        "  flowkit status myapp:app --json\n  flowkit status myapp:app --watch 5\n"
+        "  flowkit status --database-url postgresql://postgres@127.0.0.1/app",
     )
-    s.add_argument("target", metavar="MODULE:ATTR")
+    add_app_arguments(s, "the App whose queues and flows to show")
+    s.add_argument(
+        "--all", action="store_true", help="count the runs of every flow, not only the app's"
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl+C")
     s.set_defaults(handler=status)
 
 
 def _app(args: argparse.Namespace) -> Any:
-    app = load(args.target).app
-    app.configure(broker_url=args.broker_url, database_url=args.database_url, embedded_worker=False)
-    return app
+    return cli_app(args, "flowkit-cli", need_flows=False)  # reads only: creates nothing
 
 
 def health(args: argparse.Namespace) -> int:
@@ -58,14 +69,19 @@ def health(args: argparse.Namespace) -> int:
 
     app = _app(args)
     problems = check(app, open_store=False)
-    for part, problem in problems.items():
-        print(f"{part:9} {'ok' if problem is None else 'FAILED: ' + problem}")
+    if args.json:
+        checks = {part: {"ok": p is None, "error": p} for part, p in problems.items()}
+        print(json.dumps({"ok": not any(problems.values()), "checks": checks}))
+    else:
+        for part, problem in problems.items():
+            print(f"{part:9} {'ok' if problem is None else 'FAILED: ' + problem}")
     if any(problems.values()):
         return exits.UNAVAILABLE
     return exits.OK
 
 
-def _snapshot(app: Any) -> dict[str, Any]:
+def _snapshot(app: Any, flows: list[str] | None) -> dict[str, Any]:
+    """What ``status`` shows; the runs of ``flows`` only, or of every flow (``None``)."""
     from ..runtime.publisher import CONTROL_QUEUE
 
     queues = sorted(app.queues() | {CONTROL_QUEUE})
@@ -76,13 +92,26 @@ def _snapshot(app: Any) -> dict[str, Any]:
     if app.settings.embedded:
         snap["queues"] = None
         snap["queues_note"] = "queue depths need RabbitMQ (the broker is memory://)"
+    elif not app.flows:
+        snap["queues"] = None
+        snap["queues_note"] = (
+            "queue depths need the flow definitions (MODULE:ATTR, FLOWKIT_APP or app in "
+            "[tool.flowkit]): AMQP cannot list queues"
+        )
     else:
         snap["queues"] = queue_depths(app.settings.broker_url, queues)
     try:
-        runs = app.store.count_runs()
-        oldest = app.store.oldest_live_run()
+        by_flow = app.store.count_runs_by_flow()
+        oldest = app.store.oldest_live_run(flows=flows)
     except StoreError:
         raise
+    if flows is not None:
+        by_flow = {name: by_flow.get(name, {}) for name in flows}
+    snap["flows"] = by_flow
+    runs: dict[str, int] = {}
+    for counts in by_flow.values():
+        for status, n in counts.items():
+            runs[status] = runs.get(status, 0) + n
     snap["runs"] = runs
     snap.update(_workers(app))
     snap["oldest_live_run"] = (
@@ -163,6 +192,11 @@ def _print(snap: dict[str, Any]) -> None:
             )
         print_table(table)
     _print_workers(snap)
+    if snap["flows"]:
+        table = [["FLOW", "RUNS"]]
+        for name, counts in snap["flows"].items():
+            table.append([name, "  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"])
+        print_table(table)
     print("runs   " + ("  ".join(f"{k} {v}" for k, v in sorted(snap["runs"].items())) or "none"))
     o = snap["oldest_live_run"]
     if o:
@@ -171,10 +205,11 @@ def _print(snap: dict[str, Any]) -> None:
 
 def status(args: argparse.Namespace) -> int:
     app = _app(args)
+    flows = [f.name for f in app.flows] if app.flows and not args.all else None
     stop = threading.Event()
     try:
         while True:
-            snap = _snapshot(app)
+            snap = _snapshot(app, flows)
             if args.json:
                 print(json.dumps(snap))
             else:

@@ -5,31 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter
-
 from .._types import parse_duration_ms
 from ..app import App, Run
 from ..config import Settings
 from ..errors import ConfigurationError, InputValidationError, PayloadTooLarge, RunNotFound
+from ..payloads import PayloadLimits
 from ..records import RunInfo
+from ..runtime.validation import check_input
 from ..status import RunStatus
 from . import exits
-from .loader import load
+from .apps import add_app_arguments, load_optional, load_target
 from .shown import knows, run_dict, shown_input, shown_output, step_dict, unreached_steps
+from .submit_lines import submit_lines
 from .timeline import in_flow_order, print_run, print_table, secs_text, time_text
+from .waiting import finish
 
 if TYPE_CHECKING:
     from ..store import RunFilter
 
 _APP_HELP = (
-    "the App (MODULE:ATTR) whose models say which output fields are secret "
-    "(default: $FLOWKIT_APP; without it, fields named like password, token or api_key are masked)"
+    "the App (MODULE:ATTR) whose models say which output fields are secret; without one, "
+    "fields named like password, token or api_key are masked"
 )
 
 
@@ -49,15 +50,26 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
             "  flowkit submit myapp:app --flow exceptions --data - < input.json --wait"
         ),
     )
-    s.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
-    s.add_argument(
+    add_app_arguments(s, "the App, Pipeline or Workflow to start a run of")
+    given = s.add_mutually_exclusive_group(required=True)
+    given.add_argument(
         "--data",
         "-d",
-        required=True,
         metavar="JSON|@FILE|-",
         help="the input: inline JSON, @path to a JSON file, or - for stdin",
     )
-    s.add_argument("--key", "-k", help="idempotency key: a second submit returns the same run")
+    given.add_argument(
+        "--jsonl",
+        metavar="FILE|-",
+        help="one run per line of a JSON Lines file (- for stdin); every line is validated "
+        "before the first run is stored, and progress is shown on stderr",
+    )
+    s.add_argument(
+        "--key",
+        "-k",
+        help="idempotency key: a second submit returns the same run "
+        "(with --jsonl, line N gets the key KEY:N)",
+    )
     s.add_argument("--flow", "-f", help="which flow, when MODULE:ATTR is an App with several")
     s.add_argument(
         "--wait",
@@ -71,6 +83,12 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         default=None,
         metavar="SECONDS",
         help="with --wait: give up after this long",
+    )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per run (run_id, flow, key, duplicate; with --wait "
+        "also status, output and error) instead of the run id",
     )
     s.set_defaults(handler=submit)
 
@@ -111,7 +129,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     ls.add_argument("--stop-reason", metavar="TEXT", help="only runs stopped with this reason")
     ls.add_argument("--limit", "-n", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="print JSON lines")
-    ls.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
+    add_app_arguments(ls, _APP_HELP, positional=False)
     ls.set_defaults(handler=runs_list)
     show = rsub.add_parser(
         "show",
@@ -127,7 +145,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         action="store_true",
         help="list every fanned-out item instead of one line per step",
     )
-    show.add_argument("--app", "-a", metavar="MODULE:ATTR", help=_APP_HELP)
+    add_app_arguments(show, _APP_HELP, positional=False)
     show.set_defaults(handler=runs_show)
 
     rec = sub.add_parser(
@@ -190,8 +208,8 @@ def quiet_step_logs(args: argparse.Namespace) -> None:
 
 def submit(args: argparse.Namespace) -> int:
     quiet_step_logs(args)
-    data = read_data(args.data)
-    target = load(args.target)
+    data = None if args.jsonl else read_data(args.data)
+    target = load_target(args)
     app = target.app
     flow = target.flow
     if flow is None:
@@ -202,21 +220,28 @@ def submit(args: argparse.Namespace) -> int:
         else:
             names = ", ".join(f.name for f in app.flows)
             raise ConfigurationError(
-                f"{args.target} has several flows; pick one with --flow ({names})"
+                f"{target.spec} has several flows; pick one with --flow ({names})"
             )
+    # Only --wait, which runs the steps in this process, creates a missing schema.
+    wait = bool(args.wait)
     app.configure(
-        broker_url=args.broker_url, database_url=args.database_url, embedded_worker=bool(args.wait)
+        broker_url=args.broker_url,
+        database_url=args.database_url,
+        embedded_worker=wait,
+        create_schema=wait,
     )
+    if args.jsonl:
+        return submit_lines(app, flow, args)
     try:
+        check_input(flow.compile(), data, PayloadLimits.of(app.settings))  # before any store
         run = app.submit(flow, data, key=args.key)
     except InputValidationError as exc:
         print_validation_errors(flow.name, exc)
         return exits.INVALID_INPUT
-    print(run.id)
-    note_started(app, [run], args.key, wait=bool(args.wait))
-    if args.wait:
-        return wait_and_print(app, [run], args.timeout)
-    return exits.OK
+    if not args.json:
+        print(run.id, flush=True)
+    note_started(app, [run], args.key, wait=wait)
+    return finish(app, [(run, args.key)], args)
 
 
 def note_started(app: App, runs: list[Run], key: str | None, *, wait: bool) -> None:
@@ -260,29 +285,11 @@ def print_validation_errors(what: str, exc: InputValidationError) -> None:
         print(f"  {loc}: {err.get('msg')}", file=sys.stderr)
 
 
-def wait_and_print(app: App, runs: list[Run], timeout: float | None) -> int:
-    """Wait for each run (in this process with the memory broker) and print its result."""
-    try:
-        results = [run.result(timeout=timeout) for run in runs]
-    finally:
-        app.close()
-    for result in results:
-        print(json.dumps(_jsonable(result), indent=2, default=str))
-    return exits.OK
-
-
-def _jsonable(value: Any) -> Any:
-
-    return TypeAdapter(Any).dump_python(value, mode="json")
-
-
 def _store(args: argparse.Namespace) -> Any:
     from ..store import Store
 
     settings = Settings.resolve(None, args.database_url)
-    store = Store(settings.database_url, pool_size=1)
-    store.check_schema()
-    return store
+    return Store.open(settings.database_url, pool_size=1, create=False)  # creates nothing
 
 
 def runs_list(args: argparse.Namespace) -> int:
@@ -393,6 +400,7 @@ def recover(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         embedded_worker=False,
     )
+    app.configure(create_schema=False)
     if app.settings.embedded:
         raise ConfigurationError(
             "the broker is memory:// (in-process), which no other process can reach: "
@@ -407,5 +415,5 @@ def recover(args: argparse.Namespace) -> int:
 
 
 def _flows_app(args: argparse.Namespace) -> App | None:
-    spec = getattr(args, "app", None) or os.environ.get("FLOWKIT_APP")
-    return load(spec).app if spec else None
+    target = load_optional(args)
+    return target.app if target is not None else None

@@ -13,16 +13,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, NotFoundError
+from ..logs import formatter
 from ..redact import protect
-from . import exits
-from .loader import Target, load
+from . import exits, log_format
+from .apps import add_app_arguments, load_target, project_setting
+from .loader import Target
+from .reload import CHILD_ENV, run_reloading
 
 if TYPE_CHECKING:
     from ..app import App
 
 log = logging.getLogger("flowkit.worker")
 
-SEED_LOG_FORMAT = "%(asctime)s - [Worker PID:%(process)d] - %(name)s - %(levelname)s - %(message)s"
 _DEV_SWEEP_EVERY = 1.0
 _DEV_SWEEP_AGE = 2.0
 
@@ -48,9 +50,9 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         "--processes",
         "-p",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="worker processes to run (default 1)",
+        help="worker processes to run (default: processes in [tool.flowkit], else 1)",
     )
     w.add_argument("--process-index", type=int, default=None, help=argparse.SUPPRESS)
     w.set_defaults(handler=run_worker)
@@ -66,7 +68,8 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         "with the memory broker it also picks up runs submitted by other processes "
         "(flowkit submit) within a few seconds.",
         epilog="examples:\n  flowkit dev examples/exceptions/app.py:pipeline --threads 8\n"
-        "  flowkit dev examples/approvals/app.py:app --dashboard-port 8080",
+        "  flowkit dev examples/approvals/app.py:app --dashboard-port 8080\n"
+        "  flowkit dev myapp.flows:app --reload",
     )
     _serve_options(d)
     d.add_argument(
@@ -76,26 +79,34 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         help="also serve the dashboard on 127.0.0.1:N in this process, actions without a "
         "token (as flowkit dashboard --no-auth); needs the dashboard extra",
     )
+    d.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a *.py file under the app's folder changes, as dramatiq --watch "
+        "does; needs the reload extra (watchfiles)",
+    )
     d.set_defaults(handler=run_dev, processes=1, process_index=None)
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="MODULE:ATTR", help="an App, Pipeline or Workflow")
+    add_app_arguments(p, "the App, Pipeline or Workflow to serve")
     p.add_argument("--queues", "-Q", nargs="+", metavar="Q", help="serve only these queues")
     p.add_argument("--stages", "-s", nargs="+", metavar="S", help="serve only these stages' queues")
     p.add_argument(
         "--threads",
         "-t",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
-        help="worker threads per process (default 8)",
+        help="worker threads per process (default: threads in [tool.flowkit], else 8)",
     )
     p.add_argument(
         "--log-file",
         metavar="PATTERN",
-        help="also log to this file; {index} and {pid} are replaced",
+        help="also log to this file, in the --log-format of the console; {index} and {pid} "
+        "are replaced",
     )
+    log_format.add_option(p)
     p.add_argument(
         "--shutdown-timeout",
         type=float,
@@ -157,7 +168,7 @@ def select_queues(target: Target, queues: list[str] | None, stages: list[str] | 
     return selected
 
 
-def _setup_log_file(pattern: str | None, index: int) -> None:
+def _setup_log_file(pattern: str | None, index: int, kind: str) -> None:
     if not pattern:
         return
     path = pattern.replace("{index}", str(index)).replace("{pid}", str(os.getpid()))
@@ -165,13 +176,14 @@ def _setup_log_file(pattern: str | None, index: int) -> None:
     if folder:
         os.makedirs(folder, exist_ok=True)
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(SEED_LOG_FORMAT))
+    handler.setFormatter(formatter(kind))  # the console's format: one grep for both
     protect(handler)  # secrets masked in the file too
     logging.getLogger().addHandler(handler)
 
 
 def _load(args: argparse.Namespace) -> Target:
-    target = load(args.target)
+    target = load_target(args)
+    args.threads = project_setting("threads", args.threads, 8)
     if args.threads < 1:
         raise ConfigurationError("--threads must be at least 1")
     target.app.configure(
@@ -184,6 +196,7 @@ def _load(args: argparse.Namespace) -> Target:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    args.processes = project_setting("processes", args.processes, 1)
     if args.processes < 1:
         raise ConfigurationError("--processes must be at least 1")
     target = _load(args)
@@ -200,6 +213,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
+    if args.reload and not os.environ.get(CHILD_ENV):
+        return run_reloading(args, sys.argv[1:])
     if args.dashboard_port is not None:
         from .commands_dashboard import missing_extra_hint  # the CLI loads commands lazily
 
@@ -218,7 +233,7 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
     from ..runtime.brokers import check_broker
 
     index = args.process_index or 0
-    _setup_log_file(args.log_file, index)
+    _setup_log_file(args.log_file, index, log_format.chosen(args))
     app = target.app
     app.store  # noqa: B018 - creates or upgrades the schema, or fails clearly now
     check_broker(app.broker, app.settings.broker_url)
@@ -304,7 +319,8 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
         "-m",
         "flowkit",
         "worker",
-        args.target,
+        # The app as given; none given: the child finds it as this process did.
+        *([args.target or args.app] if args.target or args.app else []),
         "--processes",
         "1",
         "--process-index",
@@ -320,6 +336,8 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
         argv += ["--stages", *args.stages]
     if args.log_file:
         argv += ["--log-file", args.log_file]
+    if args.log_format:
+        argv += ["--log-format", args.log_format]
     if args.broker_url:
         argv += ["--broker-url", args.broker_url]
     if args.database_url:

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion looks for this line)
 """``flowkit``: argument parsing, dispatch, and one-line errors with named exit codes."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from ..__about__ import __version__
 from ..errors import FlowkitError
+from ..logs import formatter
 from ..redact import protect, redact, remember_environment
 from . import (
     commands_control,
@@ -21,6 +23,7 @@ from . import (
     commands_runs,
     commands_worker,
     exits,
+    log_format,
 )
 
 __all__ = ["main"]
@@ -34,13 +37,16 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--broker-url",
         metavar="URL",
-        help="memory:// or amqp://user:pass@host:5672/ (default: $FLOWKIT_BROKER_URL or memory://)",
+        help="memory:// or amqp://user:pass@host:5672/ (default: $FLOWKIT_BROKER_URL, else "
+        "broker_url in [tool.flowkit] of pyproject.toml, else memory://)",
     )
     group.add_argument(
         "--database-url",
         metavar="URL",
         help="sqlite:///file.db or postgresql://user@host/db "
-        "(default: $FLOWKIT_DATABASE_URL or sqlite:///flowkit.db)",
+        "(default: $FLOWKIT_DATABASE_URL, else database_url in [tool.flowkit] of "
+        "pyproject.toml, else sqlite:///flowkit.db in that project's folder or, without "
+        "a project, in the current directory)",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     return common
@@ -78,17 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, kind: str = "text") -> None:
     root = logging.getLogger()
+    chosen = formatter(kind)  # an unknown format is refused before anything runs
     if not root.handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr)
+        for handler in root.handlers:
+            handler.setFormatter(chosen)
         if not verbose:
-            # pika logs every connection step, alembic every migration check, at INFO.
-            logging.getLogger("pika").setLevel(logging.WARNING)
+            # pika logs every connection step at INFO and each failed one at ERROR with a
+            # traceback: flowkit says why in one line (runtime/amqp.py). Alembic logs
+            # every migration check at INFO.
+            logging.getLogger("pika").setLevel(logging.CRITICAL)
             logging.getLogger("alembic").setLevel(logging.WARNING)
     # Whatever is logged, URL passwords, keys and a running step's secrets are masked.
     remember_environment()
@@ -96,15 +103,28 @@ def _setup_logging(verbose: bool) -> None:
         protect(handler)
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request (argcomplete) and exit.
+
+    ``eval "$(register-python-argcomplete flowkit)"`` makes the shell run ``flowkit``
+    with ``_ARGCOMPLETE`` set; every other run never imports argcomplete.
+    """
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command; returns the exit code."""
     parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        _complete(parser)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     if getattr(args, "quiet_logs", False):
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    _setup_logging(getattr(args, "verbose", False))
     try:
+        _setup_logging(getattr(args, "verbose", False), log_format.chosen(args))
         return handler(args)
     except KeyboardInterrupt:
         print("flowkit: interrupted", file=sys.stderr)

@@ -62,10 +62,13 @@ def step_input(step: StepInfo, graph: FlowGraph | None) -> Any:
         return shown(step.input)
     if stage.wait_for and isinstance(step.input, dict):
         signal = step.input.get("signal")
-        return {
+        waited = {
             "value": shown(step.input.get("value"), stage.input_adapter),
             "signal": shown(signal, stage.signal_adapter) if signal is not None else None,
         }
+        if step.input.get("timed_out"):  # ran with flowkit.TimedOut: the signal never came
+            waited["timed_out"] = True
+        return waited
     return shown(step.input, stage.input_adapter)
 
 

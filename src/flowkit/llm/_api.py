@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .. import tracing
 from ..errors import LLMOutputError
 from . import _cache, _config, _prompt, _transport
 
@@ -27,10 +28,14 @@ def _ask(
     msgs: list[dict[str, str]],
     extra: dict[str, Any],
 ) -> tuple[str, int, int, str | None]:
-    """One request; its tokens (and cost) are recorded on the step, if there is one."""
-    answer = _transport.call(client, model, msgs, extra)
-    if ctx is not None:
+    """One request, in its own span; its tokens (and cost) are recorded on the step, if any."""
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+    with tracing.span(f"flowkit.llm {model}", kind="client", attributes=attributes) as span:
+        answer = _transport.call(client, model, msgs, extra)
         _, prompt, completion, _ = answer
+        span.set("gen_ai.usage.input_tokens", prompt)
+        span.set("gen_ai.usage.output_tokens", completion)
+    if ctx is not None:
         ctx.record_usage(
             model=model,
             prompt_tokens=prompt,

@@ -17,13 +17,48 @@ from dramatiq.middleware import (
     ShutdownNotifications,
 )
 
+from .._clock import current as current_clock
 from ..config import Settings, mask_url
 from ..errors import BrokerError, ConfigurationError
 from ..redact import MessageFilter, redact, remember, remember_environment
+from .amqp import connected
 from .quarantine import DeadLetterRecorder, RecordingEncoder
 from .wire import WirePolicy
 
-__all__ = ["create_broker"]
+__all__ = ["MemoryBroker", "create_broker"]
+
+
+class MemoryBroker(StubBroker):
+    """The in-process ``memory://`` broker: Dramatiq's StubBroker, timers kept by the clock.
+
+    A delayed message is handed to the process's clock first
+    (:meth:`flowkit._clock.Clock.hold`). The wall clock declines and the
+    StubBroker delays it as usual; the :class:`~flowkit.testing.VirtualClock` of
+    a test keeps it and enqueues it when the test moves time past it.
+    """
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
+        if delay is not None:
+            send = lambda: self.enqueue(message)  # noqa: E731 - sent later, without the delay
+            if current_clock().hold(delay, send, message.message_id):
+                return message
+        return super().enqueue(message, delay=delay)
+
+
+class ClockHandled(Middleware):
+    """``memory://`` only: tells the process's clock each message a worker is done with.
+
+    :meth:`VirtualClock.advance <flowkit.testing.VirtualClock.advance>` returns
+    once the timers it sent have been handled; the wall clock ignores the call.
+    """
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        current_clock().handled(message.message_id)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        current_clock().handled(message.message_id)
 
 
 class SafeLogs(Middleware):
@@ -78,7 +113,7 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
         dramatiq.set_encoder(RecordingEncoder())
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        return StubBroker(middleware=_middleware())
+        return MemoryBroker(middleware=[*_middleware(), ClockHandled()])
     if scheme in {"amqp", "amqps"}:
         try:
             from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -97,26 +132,15 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
 
 
 def check_broker(broker: dramatiq.Broker, url: str) -> None:
-    """Connect now, so a worker fails at start with a clear error rather than retrying forever.
+    """Connect now (this thread's connection, which publishing reuses), so a worker fails
+    at start and a command changes nothing when RabbitMQ cannot be used.
 
     Raises:
-        BrokerError: the broker cannot be reached.
+        BrokerError: the broker cannot be reached, in words (``runtime/amqp.py``).
     """
     if isinstance(broker, StubBroker):
         return
-    pika_log = logging.getLogger("pika")
-    level = pika_log.level
-    # pika logs each failed attempt with a traceback; the error below says it once.
-    pika_log.setLevel(logging.CRITICAL)
-    try:
-        broker.connection  # type: ignore[attr-defined]  # noqa: B018 - connecting is the check
-    except Exception as exc:
-        raise BrokerError(
-            f"cannot connect to broker {mask_url(url)} ({type(exc).__name__}): "
-            "is RabbitMQ running and reachable, and are the credentials right?"
-        ) from exc
-    finally:
-        pika_log.setLevel(level)
+    connected(broker, url)
 
 
 def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .. import tracing
 from .._ids import new_id
 from ..errors import FlowNotFound, RunNotFound, SignalRejected
 from ..graph import FlowGraph
@@ -33,13 +34,13 @@ from ..observability import Observers
 from ..payloads import PayloadLimits
 from ..stage import Stage
 from ..status import RunStatus
-from ..store import Store
+from ..store import Created, Store
 from ..store.db import utcnow
 from .execute import Delivery, Finished, StepRunner
 from .faults import fault
 from .plan import gate, initial_rows
 from .publisher import Outgoing, Publisher, RunRef
-from .validation import check_payload
+from .validation import check_input, check_signal
 
 __all__ = ["Engine"]
 
@@ -131,10 +132,7 @@ class Engine:
             InputValidationError: with the pydantic errors; nothing is stored or sent.
             PayloadTooLarge: over a payload limit.
         """
-        entry, what = flow.entry, f"input for {flow.name!r}"
-        head = f"{what} does not match stage {entry.name!r}: {{count}} validation error(s)"
-        adapter, dump = entry.input_adapter, entry.dump_input
-        return check_payload(value, adapter, dump, self.limits, what, entry.name, head)
+        return check_input(flow, value, self.limits)
 
     def submit(
         self, flow: FlowGraph, value: Any, *, key: str | None, priority: int | None = None
@@ -146,10 +144,39 @@ class Engine:
     def start(
         self, flow: FlowGraph, payload: Any, *, key: str | None, priority: int | None = None
     ) -> tuple[str, bool]:
-        """Store a run for an already validated payload (JSON form) and publish it."""
+        """Store a run for an already validated payload (JSON form) and publish it.
+
+        The ``flowkit.submit`` span is the run's root, a child of the caller's
+        current span; its context is stored with the run and sent with its messages.
+        The broker is checked first: with RabbitMQ down nothing is stored.
+        """
+        self.publisher.ready()
+        run_id = new_id()
+        attributes = {"flowkit.flow": flow.name, "flowkit.run_id": run_id, "flowkit.key": key}
+        with tracing.span(
+            f"flowkit.submit {flow.name}", kind="producer", attributes=attributes
+        ) as s:
+            created = self._store_run(flow, run_id, payload, key, priority, s.carrier)
+            if not created.created:
+                s.set("flowkit.run_id", created.run_id)
+                s.set("flowkit.duplicate", True)
+            self._publish_start(
+                flow, created, RunRef(flow.name, created.run_id, key, priority, s.carrier)
+            )
+        return created.run_id, created.created
+
+    def _store_run(
+        self,
+        flow: FlowGraph,
+        run_id: str,
+        payload: Any,
+        key: str | None,
+        priority: int | None,
+        trace: dict[str, str] | None,
+    ) -> Created:
         first, waiting, entry_waits = initial_rows(flow, payload)
-        created = self.store.runs.create(
-            run_id=new_id(),
+        return self.store.runs.create(
+            run_id=run_id,
             flow=flow.name,
             key=key,
             input=payload,
@@ -158,11 +185,14 @@ class Engine:
             deadline_ms=flow.timeout_ms,
             entry_waits=entry_waits,
             priority=priority,
+            trace_context=trace,
         )
-        run = RunRef(flow.name, created.run_id, key, priority)
+
+    def _publish_start(self, flow: FlowGraph, created: Created, run: RunRef) -> None:
+        key = run.key
         if created.created:
             fault("submit-after-commit")
-            self.publisher.publish(run, [Outgoing.of(s) for s in [*first, *created.timers]])
+            self.publisher.publish(run, [Outgoing.of(s) for s in [*created.steps, *created.timers]])
             if flow.timeout_ms:
                 self.publisher.publish_control("deadline", run, flow.timeout_ms)
         elif key is not None:
@@ -174,7 +204,6 @@ class Engine:
             queued = self.store.runs.queued_steps(created.run_id, entries)
             if queued:
                 self.publisher.publish(run, [Outgoing(i, n, q) for i, n, q in queued])
-        return created.run_id, created.created
 
     # -- a worker thread -------------------------------------------------------
     def execute(self, flow: FlowGraph, stage: Stage[Any, Any], step_id: str, got: Delivery) -> None:
@@ -199,14 +228,25 @@ class Engine:
                 f"no step of {flow.name!r} waits for signal {name!r} "
                 f"(signals: {', '.join(known) or 'none'})"
             )
-        stage, what = flow.steps[waiting[0]], f"signal {name!r}"
-        head = f"{what} does not match {stage.name!r}'s payload type"
-        adapter, dump = stage.signal_adapter, stage.dump_signal
-        data = check_payload(payload, adapter, dump, self.limits, what, stage.name, head)
-        opened = self.store.control.deliver_signal(run_id, name, data, gate(flow, stage.name, -1))
-        if opened is not None:
-            run = RunRef(flow.name, run_id, info.key, info.priority)
-            self.publisher.publish(run, [Outgoing.of(opened)])
+        stage = flow.steps[waiting[0]]
+        data = check_signal(stage, name, payload, self.limits)  # None only if the type says so
+        self.publisher.ready()  # nothing is stored while the broker is down
+        # The run's trace goes on from its stored context; the caller's span is linked.
+        attributes = {"flowkit.flow": flow.name, "flowkit.run_id": run_id, "flowkit.signal": name}
+        with tracing.span(
+            f"flowkit.signal {name}",
+            parent=tracing.clean(info.trace_context),
+            kind="producer",
+            attributes=attributes,
+            link_caller=True,
+        ) as span:
+            opened = self.store.control.deliver_signal(
+                run_id, name, data, gate(flow, stage.name, -1)
+            )
+            span.set("flowkit.resumed", opened is not None)
+            if opened is not None:
+                run = RunRef(flow.name, run_id, info.key, info.priority, span.carrier)
+                self.publisher.publish(run, [Outgoing.of(opened)])
         return opened is not None
 
     def cancel(self, run_id: str) -> bool:
@@ -246,7 +286,11 @@ class Engine:
         Safe to run at any time and from several processes: a copy of a message
         for a step that is already claimed is ignored by the claim guard.
         Returns the number of steps published.
+
+        Raises:
+            BrokerError: the broker cannot be reached (checked first, in words).
         """
+        self.publisher.ready()
         count = 0
         for run_id in self.store.control.overdue_runs(limit):
             self._time_out_run(run_id)
@@ -254,7 +298,7 @@ class Engine:
         for due in self.store.runs.due_steps(
             older_than=older_than, limit=limit, all_running=all_running
         ):
-            run = RunRef(due.flow, due.run_id, due.key, due.priority)
+            run = RunRef(due.flow, due.run_id, due.key, due.priority, tracing.clean(due.trace))
             self.publisher.publish(run, [Outgoing(due.id, due.name, due.queue)])
             count += 1
         if count:

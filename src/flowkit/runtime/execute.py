@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from ..stage import Stage, Stop
 from ..status import RunStatus, StepStatus
 from ..store import Claim, ClaimLimits, Delayed, NewStep, Outcome, Store
 from ..store.db import utcnow
+from . import spans
 from .faults import fault
 from .outcomes import Failure, StepFailed, error_record, expected, jsonable, short
 from .plan import gate, plan_completion, plan_settled_failure
@@ -151,7 +152,16 @@ class StepRunner:
             self.not_claimed(job.flow, job.step_id, job.got)
         elif isinstance(claim, Delayed):
             self._put_off(job, claim)
-        elif claim.attempts > job.stage.retries + 1:
+        else:
+            got = job.got
+            with spans.attempt(
+                job.flow, job.stage.name, got.run, claim, got.message_id, self.store
+            ) as run:
+                # What this attempt publishes carries its span's context.
+                self._claimed(replace(job, got=replace(got, run=run)), claim)
+
+    def _claimed(self, job: Job, claim: Claim) -> None:
+        if claim.attempts > job.stage.retries + 1:
             # Only a takeover gets here: every earlier attempt ended without an
             # outcome (its process died, or lost the database, each time).
             lost = WorkerLost(
@@ -160,17 +170,16 @@ class StepRunner:
             )
             self._final_failure(job, claim, lost)
             raise StepFailed(str(lost))
+        value = self._parse(job, claim)
+        ctx = self._context(job, claim, value)
+        began = time.monotonic()
+        result = self._attempt(job, claim, value, ctx)
+        if isinstance(result, Failure):
+            retried = result.delay_ms is not None
+            self._finished_attempt(job, began, ctx, "retried" if retried else "failed")
+            self._apply_failure(job, claim, result, ctx.usage)
         else:
-            value = self._parse(job, claim)
-            ctx = self._context(job, claim, value)
-            began = time.monotonic()
-            result = self._attempt(job, claim, value, ctx)
-            if isinstance(result, Failure):
-                retried = result.delay_ms is not None
-                self._finished_attempt(job, began, ctx, "retried" if retried else "failed")
-                self._apply_failure(job, claim, result, ctx.usage)
-            else:
-                self._apply_success(job, result, began, ctx)
+            self._apply_success(job, result, began, ctx)
 
     # -- claim -------------------------------------------------------------------
     def _claim(self, job: Job) -> Claim | Delayed | None:
@@ -290,6 +299,7 @@ class StepRunner:
             gates=plan.gates,
             end=plan.end,
             usage=ctx.usage or None,
+            trace=job.got.run.trace,
         )
 
     def _finished_attempt(self, job: Job, began: float, ctx: Context, outcome: str) -> None:
@@ -304,6 +314,7 @@ class StepRunner:
     def _apply_success(self, job: Job, outcome: Outcome, began: float, ctx: Context) -> None:
         fault("before-commit")
         done = self.store.runs.complete(job.step_id, job.got.message_id, job.run_id, outcome)
+        spans.outcome("discarded" if done is None else "succeeded")
         if done is None:
             log.info(
                 "step %s of run %s was already finished; result discarded",
@@ -326,6 +337,7 @@ class StepRunner:
         if failure.delay_ms is None:
             self._final_failure(job, claim, exc, usage)
             raise StepFailed(f"{type(exc).__name__}: {short(exc)}") from exc
+        spans.outcome("retried", exc)
         error = error_record(exc, step=stage.name, attempt=claim.attempts)
         due = utcnow() + timedelta(milliseconds=failure.delay_ms)
         self.store.runs.schedule_retry(job.step_id, error, due, usage=usage or None)
@@ -347,11 +359,13 @@ class StepRunner:
         self, job: Job, claim: Claim, exc: BaseException, usage: dict[str, Any] | None = None
     ) -> None:
         flow, stage = job.flow, job.stage
+        spans.outcome("failed", exc)
         error = error_record(exc, step=stage.name, attempt=claim.attempts)
         settled = None if claim.item is None else plan_settled_failure(flow, stage.name)
         if settled is not None:
             # The join takes Settled[...]: this item's failure is an input, not the end.
-            outcome = Outcome(gates=settled.gates, failed=error, usage=usage or None)
+            trace = job.got.run.trace
+            outcome = Outcome(gates=settled.gates, failed=error, usage=usage or None, trace=trace)
             done = self.store.runs.complete(job.step_id, job.got.message_id, claim.run_id, outcome)
             log.warning(
                 "item %s of step %s in run %s failed after %d attempt(s): %s: %s",
@@ -427,12 +441,12 @@ class StepRunner:
             step_id,
             run.run_id,
             gate(flow, stage.name, 0),
-            run_without=stage.signal_optional,
+            run_without=stage.runs_on_timeout,
             error=error,
         )
         if isinstance(outcome, NewStep):
             log.info(
-                "signal %r for run %s timed out; running %s without it",
+                "signal %r for run %s timed out; running %s without it (flowkit.TimedOut)",
                 stage.wait_for,
                 run.run_id,
                 stage.name,

@@ -8,13 +8,14 @@ The store applies a plan in the same transaction that records the step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from .._ids import new_id
 from ..errors import FlowDefinitionError
 from ..graph import FlowGraph
 from ..store import Gate, NewStep, RunEnd, Source
+from ..store.db import utcnow
 
 __all__ = ["Plan", "gate", "initial_rows", "plan_completion", "plan_settled_failure"]
 
@@ -48,7 +49,7 @@ def _new(flow: FlowGraph, name: str, value: Any, item: int | None = None) -> New
     stage = flow.steps[name]
     due = None
     if stage.delay_ms:
-        due = datetime.now(timezone.utc) + timedelta(milliseconds=stage.delay_ms)
+        due = utcnow() + timedelta(milliseconds=stage.delay_ms)
     return NewStep(
         id=new_id(),
         name=name,

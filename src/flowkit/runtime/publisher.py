@@ -1,7 +1,7 @@
 """Publishing step and control messages: a :class:`RunRef` in, messages out.
 
 Every message of a run is published with the run's :class:`RunRef`, so what
-travels with a run (its key, its RabbitMQ priority, room for a trace context)
+travels with a run (its key, its RabbitMQ priority, its trace context)
 is never passed by hand and never forgotten on one path. Messages carry ids
 only and are addressed by name (``<flow>.<step>`` on the step's queue), so a
 process that does not import the flows (``flowkit recover``) can publish too.
@@ -27,6 +27,8 @@ from dramatiq.common import current_millis, dq_name, q_name
 
 from ..errors import BrokerError
 from ..store import NewStep
+from ..tracing import clean
+from .amqp import connected, describe, is_broker_failure
 
 __all__ = [
     "BATCH_MIN",
@@ -62,7 +64,8 @@ class RunRef:
         run_id: the run's id.
         key: the run's idempotency key, if it has one.
         priority: the RabbitMQ priority of every message of the run.
-        trace: a trace context (W3C ``traceparent`` and friends) to propagate.
+        trace: the trace context (W3C ``traceparent``) its messages carry: the
+            span that published them (:mod:`flowkit.tracing`).
     """
 
     flow: str
@@ -80,7 +83,7 @@ class RunRef:
             kw["run_id"],
             kw.get("key"),
             message.options.get("broker_priority"),
-            message.options.get("flowkit_trace"),
+            clean(message.options.get("flowkit_trace")),
         )
 
     def options(self) -> dict[str, Any]:
@@ -113,18 +116,26 @@ class Publisher:
     Parameters:
         broker: the Dramatiq broker the messages go to.
         max_hop_ms: the longest delay of one timer message (longer ones hop).
+        url: the broker's URL, named (masked) when it cannot be reached.
     """
 
-    def __init__(self, broker: dramatiq.Broker | None, *, max_hop_ms: int = MAX_HOP_MS) -> None:
+    def __init__(
+        self,
+        broker: dramatiq.Broker | None,
+        *,
+        max_hop_ms: int = MAX_HOP_MS,
+        url: str = "memory://",
+    ) -> None:
         self.broker = broker
         self.max_hop_ms = max_hop_ms
+        self.url = url
 
     def publish(self, run: RunRef, steps: Sequence[Outgoing]) -> None:
         """One message per step; the rows are already committed.
 
         Raises:
-            BrokerError: the broker refused or could not be reached; the rows stay
-                and the recovery sweep publishes them.
+            BrokerError: the broker refused or could not be reached (said in words);
+                the rows stay and the recovery sweep (``flowkit recover``) publishes them.
         """
         batch: list[tuple[dramatiq.Message[Any], int | None]] = [
             (
@@ -141,11 +152,13 @@ class Publisher:
         ]
         try:
             self.send(batch)
-        except (dramatiq.errors.BrokerError, OSError) as exc:
+        except Exception as exc:
+            if not is_broker_failure(exc):
+                raise
             names = ", ".join(sorted({s.name for s in steps}))
             raise BrokerError(
-                f"run {run.run_id} is recorded but its step(s) {names} could not be "
-                f"published ({type(exc).__name__}); the recovery sweep will publish them"
+                f"run {run.run_id} is stored but its step(s) {names} could not be published: "
+                f"{describe(exc, self.url)}; `flowkit recover` publishes them once it is back"
             ) from exc
 
     def publish_control(self, op: str, run: RunRef, delay_ms: int | None = None) -> None:
@@ -163,11 +176,23 @@ class Publisher:
         )
         try:
             self.send([(message, None if delay_ms is None else self.hop(max(delay_ms, 0)))])
-        except (dramatiq.errors.BrokerError, OSError) as exc:
+        except Exception as exc:
+            if not is_broker_failure(exc):
+                raise
             raise BrokerError(
-                f"run {run.run_id}: the {op} timer could not be published "
-                f"({type(exc).__name__}); the recovery sweep enforces it"
+                f"run {run.run_id}: the {op} timer could not be published: "
+                f"{describe(exc, self.url)}; the recovery sweep enforces it"
             ) from exc
+
+    def ready(self) -> None:
+        """Check that the broker takes messages, before a caller stores what they are for.
+
+        So ``submit`` with RabbitMQ down stores nothing; a publish that fails after
+        the commit (RabbitMQ went away in between) still raises, as :meth:`publish` says.
+
+        Raises:
+            BrokerError: the broker cannot be reached, in words.
+        """
 
     def hop(self, delay_ms: int | None) -> int | None:
         """The delay of one message for a timer of ``delay_ms``."""
@@ -216,6 +241,9 @@ class RabbitmqPublisher(BrokerPublisher):
 
     _local = threading.local()
 
+    def ready(self) -> None:
+        connected(self.broker, self.url)  # this thread's connection, which send() reuses
+
     def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
         if len(batch) < BATCH_MIN:
             super().send(batch)
@@ -262,7 +290,9 @@ class RabbitmqPublisher(BrokerPublisher):
         return channel
 
 
-def publisher_for(broker: dramatiq.Broker, *, max_hop_ms: int = MAX_HOP_MS) -> Publisher:
-    """The publisher for ``broker``: batched on RabbitMQ, one by one elsewhere."""
+def publisher_for(
+    broker: dramatiq.Broker, *, max_hop_ms: int = MAX_HOP_MS, url: str = "memory://"
+) -> Publisher:
+    """The publisher for ``broker`` (at ``url``): batched on RabbitMQ, one by one elsewhere."""
     kind = BrokerPublisher if isinstance(broker, StubBroker) else RabbitmqPublisher
-    return kind(broker, max_hop_ms=max_hop_ms)
+    return kind(broker, max_hop_ms=max_hop_ms, url=url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import tracing
 from .._ids import new_id
 from ..errors import NotFoundError, RunNotFound, RunStateError
 from ..graph import FlowGraph
@@ -126,9 +127,28 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
         RunNotFound: no such run.
         RunStateError: the run is still live, or has nothing to retry.
         NotFoundError: ``from_step`` is not a step of the run's flow.
+        BrokerError: the broker cannot be reached; nothing changed.
     """
     plan = plan_redrive(engine, run_id, from_step)
-    flow, store = plan.flow, engine.store
+    engine.publisher.ready()  # nothing changes while the broker is down
+    # The run's trace goes on from its stored context; the caller's span is linked.
+    attributes = {
+        "flowkit.flow": plan.flow.name,
+        "flowkit.run_id": run_id,
+        "flowkit.step": plan.start,
+    }
+    with tracing.span(
+        "flowkit.redrive",
+        parent=tracing.clean(plan.run.trace_context),
+        kind="producer",
+        attributes=attributes,
+        link_caller=True,
+    ) as span:
+        return _apply(engine, plan, span.carrier)
+
+
+def _apply(engine: Engine, plan: RedrivePlan, trace: dict[str, str] | None) -> list[str]:
+    flow, store, run_id = plan.flow, engine.store, plan.run.id
     published = store.control.redrive(
         run_id,
         reset=plan.reset,
@@ -140,7 +160,7 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
     )
     # A retried run gets its flow's full time again (a timed-out run too).
     store.control.reset_deadline(run_id, flow.timeout_ms)
-    run = RunRef(flow.name, run_id, plan.run.key, plan.run.priority)
+    run = RunRef(flow.name, run_id, plan.run.key, plan.run.priority, trace)
     engine.publisher.publish(run, [Outgoing.of(s) for s in published])
     if flow.timeout_ms:
         engine.publisher.publish_control("deadline", run, flow.timeout_ms)

@@ -7,14 +7,19 @@ stage, and each pydantic error as ``field: message``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from .._types import type_name
 from ..errors import InputValidationError
 from ..payloads import PayloadLimits
 
-__all__ = ["check_payload", "validation_errors"]
+if TYPE_CHECKING:
+    from ..graph import FlowGraph
+    from ..stage import Stage
+
+__all__ = ["check_input", "check_payload", "check_signal", "validation_errors"]
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -61,3 +66,41 @@ def check_payload(
         head = mismatch.format(count=len(errors))
         raise InputValidationError(f"{head}: {detail}", errors=errors, stage=stage) from None
     return limits.json_form(dump, typed, what=what, stage=stage)
+
+
+def check_input(flow: FlowGraph, value: Any, limits: PayloadLimits) -> Any:
+    """The JSON form of a run's input once it validates against the flow's first stage.
+
+    Needs no store or broker: the CLI checks its input with it before opening either.
+
+    Raises:
+        InputValidationError: with the pydantic errors; nothing is stored or sent.
+        PayloadTooLarge: over a payload limit.
+    """
+    entry, what = flow.entry, f"input for {flow.name!r}"
+    head = f"{what} does not match stage {entry.name!r}: {{count}} validation error(s)"
+    adapter, dump = entry.input_adapter, entry.dump_input
+    return check_payload(value, adapter, dump, limits, what, entry.name, head)
+
+
+def check_signal(stage: Stage[Any, Any], name: str, value: Any, limits: PayloadLimits) -> Any:
+    """The JSON form of signal ``name``'s payload once it validates against ``stage``'s type.
+
+    A signal without a payload (``None``) is refused unless the type lists
+    ``None`` (``Note | None``): a forgotten payload must not look like a decision.
+
+    Raises:
+        InputValidationError: no payload, or one that does not validate; nothing is sent.
+        PayloadTooLarge: over a payload limit.
+    """
+    what = f"signal {name!r}"
+    if value is None and not stage.signal_optional:
+        raise InputValidationError(
+            f"{what} needs a payload: step {stage.name!r} takes "
+            f"{type_name(stage.signal_type)}, not None (nothing was sent)",
+            errors=[{"loc": [], "msg": "a payload is required", "type": "missing"}],
+            stage=stage.name,
+        )
+    head = f"{what} does not match {stage.name!r}'s payload type"
+    adapter, dump = stage.signal_adapter, stage.dump_signal
+    return check_payload(value, adapter, dump, limits, what, stage.name, head)

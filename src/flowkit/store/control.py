@@ -55,7 +55,8 @@ class Control:
 
         Raises:
             RunNotFound: no such run.
-            SignalRejected: the run is over, or this signal was already received.
+            SignalRejected: the run is over, this signal was already received, or
+                its step stopped waiting (its wait timed out).
         """
         now = utcnow()
         with self.db.transaction() as conn:
@@ -80,6 +81,11 @@ class Control:
                 raise SignalRejected(
                     f"run {run_id} already received signal {name!r}; a signal is delivered once"
                 ) from None
+            if gate is not None and not _still_waits(conn, run_id, gate.name):
+                raise SignalRejected(  # rolls the insert back
+                    f"run {run_id}: step {gate.name!r} stopped waiting for signal {name!r} "
+                    "when its timeout passed; a late signal is refused"
+                )
             opened = move_gate(conn, run_id, gate, now) if gate is not None else None
             if opened is not None and opened.delay_ms is None:
                 run_resumes(conn, run_id)
@@ -91,7 +97,9 @@ class Control:
     ) -> NewStep | bool | None:
         """A signal wait passed its deadline: run the step without it, or fail it.
 
-        Returns the step to publish (``run_without``), ``True`` if the step and
+        Run without it, the step's input is marked ``"timed_out"`` (the step gets
+        :class:`~flowkit.TimedOut`). Returns the step to publish (``run_without``),
+        ``True`` if the step and
         run failed, or ``None`` if the wait was already over.
         """
         now = utcnow()
@@ -217,6 +225,17 @@ class Control:
                 if timer is not None:
                     out.append(timer)
         return out
+
+
+def _still_waits(conn: Connection, run_id: str, name: str) -> bool:
+    """Whether the step ``name`` still waits: only its wait's timeout moves it on without
+    its signal. Locked, so a timeout deciding at the same moment goes first or after."""
+    status = conn.execute(
+        sa.select(steps.c.status)
+        .where(steps.c.run_id == run_id, steps.c.name == name)
+        .with_for_update()
+    ).scalar()
+    return status is None or status == StepStatus.WAITING.value
 
 
 def _lock_finished(conn: Connection, run_id: str) -> None:

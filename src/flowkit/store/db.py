@@ -17,15 +17,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 
+from .._clock import utcnow  # the clock, re-exported: store modules read it from here
 from ..config import mask_url
 from ..errors import ConfigurationError, StoreError
 
 __all__ = ["Database", "aware", "create_engine", "normalize_url", "unavailable", "utcnow"]
-
-
-def utcnow() -> datetime:
-    """The store's clock: an aware UTC datetime."""
-    return datetime.now(timezone.utc)
 
 
 def aware(value: datetime | None) -> datetime | None:

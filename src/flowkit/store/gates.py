@@ -71,7 +71,11 @@ def _has_signal(conn: Connection, run_id: str, name: str) -> bool:
 
 
 def gate_input(conn: Connection, run_id: str, gate: Gate, *, no_signal: bool = False) -> Any:
-    """The input of a join (``{parent: output}`` for several parents) or a signal wait."""
+    """The input of a join (``{parent: output}`` for several parents) or a signal wait.
+
+    A signal wait's is ``{"value", "signal"}``; ``no_signal`` (its timeout passed)
+    marks it ``"timed_out": true``, which a ``null`` payload never is.
+    """
     if gate.sources:
         values = {s.name: gather(conn, run_id, s) for s in gate.sources}
         payload = values if gate.multi else next(iter(values.values()))
@@ -79,13 +83,13 @@ def gate_input(conn: Connection, run_id: str, gate: Gate, *, no_signal: bool = F
         payload = conn.execute(sa.select(runs.c.input).where(runs.c.id == run_id)).scalar()
     if gate.signal is None:
         return payload
-    signal = None
-    if not no_signal:
-        signal = conn.execute(
-            sa.select(signals.c.payload).where(
-                signals.c.run_id == run_id, signals.c.name == gate.signal
-            )
-        ).scalar()
+    if no_signal:
+        return {"value": payload, "signal": None, "timed_out": True}
+    signal = conn.execute(
+        sa.select(signals.c.payload).where(
+            signals.c.run_id == run_id, signals.c.name == gate.signal
+        )
+    ).scalar()
     return {"value": payload, "signal": signal}
 
 

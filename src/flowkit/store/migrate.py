@@ -19,7 +19,7 @@ from .schema import SCHEMA_REVISION
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["check_schema", "current_revision", "ensure_schema", "upgrade"]
+__all__ = ["check_schema", "current_revision", "ensure_schema", "require_database", "upgrade"]
 
 log = logging.getLogger("flowkit.store")
 
@@ -117,9 +117,12 @@ def ensure_schema(engine: Engine) -> None:
 def check_schema(engine: Engine) -> None:
     """Make sure the schema is exactly this flowkit's, without changing anything.
 
+    A SQLite file that does not exist is not created: it is reported missing.
+
     Raises:
         SchemaVersionError: missing, older (run ``flowkit db upgrade``) or newer.
     """
+    require_database(engine)
     rev = current_revision(engine)
     if rev == SCHEMA_REVISION:
         return
@@ -133,6 +136,22 @@ def check_schema(engine: Engine) -> None:
         f"the database schema is at revision {rev!r}, older than this flowkit's "
         f"{SCHEMA_REVISION!r}: run `flowkit db upgrade`"
     )
+
+
+def require_database(engine: Engine) -> None:
+    """Refuse a SQLite URL whose file does not exist (connecting would create an empty one).
+
+    Raises:
+        SchemaVersionError: no such file.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.query.get("uri"):
+        return
+    path = Path(url.database)
+    if not path.exists():
+        raise SchemaVersionError(
+            f"no flowkit database at {path.resolve()}: run `flowkit db upgrade` (or start a worker)"
+        )
 
 
 def _newer(rev: str) -> SchemaVersionError:

@@ -6,6 +6,7 @@ Each query is one short transaction; rows become the plain records of
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
@@ -56,19 +57,19 @@ class Reads:
             rows = conn.execute(stmt).all()
         return [run_info(r) for r in rows]
 
-    def oldest_live_run(self) -> RunInfo | None:
-        """The live (pending, running, waiting) run created first, if any.
+    def oldest_live_run(self, *, flows: Collection[str] | None = None) -> RunInfo | None:
+        """The live (pending, running, waiting) run created first, if any (of ``flows``).
 
         One ordered query per live status on its (status, created_at) index.
         """
         oldest: list[RunInfo] = []
         with self.db.transaction() as conn:
             for status in RUN_LIVE:
+                stmt = sa.select(runs).where(runs.c.status == status)
+                if flows is not None:
+                    stmt = stmt.where(runs.c.flow.in_(list(flows)))
                 row = conn.execute(
-                    sa.select(runs)
-                    .where(runs.c.status == status)
-                    .order_by(runs.c.created_at.asc(), runs.c.id.asc())
-                    .limit(1)
+                    stmt.order_by(runs.c.created_at.asc(), runs.c.id.asc()).limit(1)
                 ).first()
                 if row is not None:
                     oldest.append(run_info(row))
@@ -82,6 +83,17 @@ class Reads:
         with self.db.transaction() as conn:
             return {r[0]: int(r[1]) for r in conn.execute(stmt).all()}
 
+    def count_runs_by_flow(self) -> dict[str, dict[str, int]]:
+        """Per flow that has runs, how many have each status (uncached, no zeros)."""
+        stmt = sa.select(runs.c.flow, runs.c.status, sa.func.count()).group_by(
+            runs.c.flow, runs.c.status
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self.db.transaction() as conn:
+            for flow, status, n in conn.execute(stmt).all():
+                out.setdefault(flow, {})[status] = int(n)
+        return dict(sorted(out.items()))
+
     def get_steps(self, run_id: str) -> list[StepInfo]:
         """A run's timeline, in the order its steps were created."""
         stmt = (
@@ -92,6 +104,16 @@ class Reads:
         with self.db.transaction() as conn:
             rows = conn.execute(stmt).all()
         return [step_info(r) for r in rows]
+
+    def step_traces(self, run_id: str, names: list[str]) -> list[dict[str, str]]:
+        """The trace contexts recorded by the run's steps called ``names`` (a join's parents)."""
+        stmt = sa.select(steps.c.trace_context).where(
+            steps.c.run_id == run_id,
+            steps.c.name.in_(names),
+            steps.c.trace_context.is_not(None),
+        )
+        with self.db.transaction() as conn:
+            return [r[0] for r in conn.execute(stmt.order_by(steps.c.item)).all()]
 
     def get_attempts(self, run_id: str) -> list[AttemptInfo]:
         """The run's attempts that did not succeed (retried, failed, lost), oldest first.

@@ -94,6 +94,8 @@ class Outcome:
     skipped: Sequence[str] = ()
     failed: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    #: the trace context of the attempt, kept on the step row (a join's span links to it)
+    trace: dict[str, str] | None = None
 
     @property
     def only_successor(self) -> bool:
@@ -155,6 +157,8 @@ class DueStep:
     #: (a signal wait whose deadline passed)
     status: str = StepStatus.QUEUED.value
     priority: int | None = None
+    #: the run's stored trace context, carried by the re-published message
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,13 @@ class Runs:
         deadline_ms: int | None = None,
         entry_waits: Sequence[Gate] = (),
         priority: int | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> Created:
         """Insert a run and its first steps; with a known key, return the existing run.
 
         ``entry_waits`` are entry steps that wait for a signal: their deadlines
         start now, and the returned ``timers`` need wake-up messages.
+        ``trace_context`` is the submit's trace context, kept for later publishers.
         """
         now = utcnow()
         deadline = None if deadline_ms is None else now + timedelta(milliseconds=deadline_ms)
@@ -90,6 +92,7 @@ class Runs:
                         created_at=now,
                         priority=priority,
                         deadline_at=deadline,
+                        trace_context=trace_context,
                     )
                 )
                 t.insert_steps(conn, run_id, first, now)
@@ -291,6 +294,7 @@ class Runs:
                 r.key,
                 waiting if r.status == waiting else queued,
                 r.priority,
+                r.trace_context,
             )
             for r in rows
         ]
@@ -343,6 +347,7 @@ def _record_params(
         "output": outcome.output,
         "error": outcome.failed,
         "usage": outcome.usage,
+        "trace": outcome.trace,
     }
 
 
@@ -379,6 +384,7 @@ def _due(cutoff: datetime, lease_cutoff: datetime, limit: int) -> Any:
             runs.c.flow,
             runs.c.key,
             runs.c.priority,
+            runs.c.trace_context,
         )
         .join(runs, runs.c.id == steps.c.run_id)
         .where(

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -51,6 +51,9 @@ runs = sa.Table(
     sa.Column("finished_at", Timestamp, nullable=True),
     # error["type"] of a run that ended failed or timed_out, for filtering by it.
     sa.Column("error_type", sa.String(100), nullable=True),
+    # The trace context (W3C traceparent) of the run's submit, so a signal, a timer,
+    # the recovery sweep or a redrive in another process continues the same trace.
+    sa.Column("trace_context", JSONType, nullable=True),
     sa.UniqueConstraint("flow", "key", name="uq_flowkit_runs_flow_key"),
     sa.Index("ix_flowkit_runs_flow_created", "flow", "created_at"),
     sa.Index("ix_flowkit_runs_status_created", "status", "created_at"),
@@ -98,6 +101,8 @@ steps = sa.Table(
     sa.Column("limit_key", sa.String(200), nullable=True),
     # The worker (flowkit_workers.id) that holds, or last held, the step.
     sa.Column("worker_id", sa.String(32), nullable=True),
+    # The trace context of the attempt that recorded the outcome: a join's span links to it.
+    sa.Column("trace_context", JSONType, nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
     sa.Index("ix_flowkit_steps_limit", "limit_key", "status"),

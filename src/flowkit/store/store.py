@@ -51,6 +51,29 @@ class Store(Reads):
         #: how much of each limit is in use now (see :mod:`.inuse`)
         self.in_use = LimitsInUse(db)
 
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 10, create: bool = True) -> Store:
+        """A store whose schema is this flowkit's: created or upgraded if needed, or,
+        with ``create=False``, only checked (nothing is created, not even a SQLite file).
+
+        Raises:
+            SchemaVersionError: the schema is newer; or, with ``create=False``, the
+                database or its schema is missing or older.
+            StoreError: the database is unavailable.
+
+        .. versionadded:: 0.3
+        """
+        store = cls(url, pool_size=pool_size)
+        try:
+            if create:
+                store.ensure_schema()
+            else:
+                store.check_schema()
+        except BaseException:
+            store.dispose()
+            raise
+        return store
+
     def ensure_schema(self) -> None:
         """Create or upgrade the schema if needed (see :func:`.migrate.ensure_schema`)."""
         ensure_schema(self.db.sql)

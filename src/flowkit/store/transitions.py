@@ -178,6 +178,7 @@ _RECORD = _step(status_in(steps.c.status, STEP_LIVE), run_is_live(_NOW)).values(
     finished_at=_NOW,
     lease_until=sa.null(),
     usage=bind("usage", JSONType),
+    trace_context=bind("trace", JSONType),
 )
 
 
