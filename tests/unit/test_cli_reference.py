@@ -12,9 +12,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _extension() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "cli_reference", DOCS / "_ext" / "cli_reference.py"
-    )
+    spec = importlib.util.spec_from_file_location("cli_commands", DOCS / "_ext" / "cli_commands.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

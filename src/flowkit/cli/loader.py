@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -91,7 +92,9 @@ def _import_path(path: Path) -> object:
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    mod_name = f"_flowkit_target_{path.stem}"
+    # Named by the whole path: two apps both called app.py are two modules.
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    mod_name = f"_flowkit_target_{path.stem}_{digest}"
     if mod_name in sys.modules:
         return sys.modules[mod_name]
     spec = importlib.util.spec_from_file_location(mod_name, path)
