@@ -19,7 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-__all__ = ["Clock", "current", "install", "utcnow"]
+__all__ = ["DUE_OPTION", "Clock", "current", "install", "utcnow"]
+
+#: The message option a timer message carries its row's due time in (epoch
+#: milliseconds), so :meth:`Clock.hold` fires it by the row, not by when it was sent.
+DUE_OPTION = "flowkit_due"
 
 
 class Clock:
@@ -29,8 +33,17 @@ class Clock:
         """The current time: an aware UTC datetime."""
         return datetime.now(timezone.utc)
 
-    def hold(self, delay_ms: int, fire: Callable[[], object], message_id: str) -> bool:
+    def hold(
+        self,
+        delay_ms: int,
+        fire: Callable[[], object],
+        message_id: str,
+        due: datetime | None = None,
+    ) -> bool:
         """Keep a delayed memory-broker message and call ``fire`` once ``delay_ms`` have passed.
+
+        ``due``, when the message carries it (:data:`DUE_OPTION`), is when its row
+        says the timer fires, on this clock; it wins over ``delay_ms``.
 
         Returns whether the clock keeps it; the wall clock never does (the broker
         delays the message itself).

@@ -165,10 +165,21 @@ class VirtualClock(Clock):
             )
         return self.now()
 
-    def hold(self, delay_ms: int, fire: Callable[[], object], message_id: str) -> bool:
-        """Keep a delayed message of the memory broker (which calls it); ``fire`` sends it."""
+    def hold(
+        self,
+        delay_ms: int,
+        fire: Callable[[], object],
+        message_id: str,
+        due: datetime | None = None,
+    ) -> bool:
+        """Keep a delayed message of the memory broker (which calls it); ``fire`` sends it.
+
+        A timer that carries its row's ``due`` time fires by it, even when the test
+        moved the clock between the row's commit and this call.
+        """
         with self._cond:
-            due = self.now() + timedelta(milliseconds=delay_ms)
+            if due is None:
+                due = self.now() + timedelta(milliseconds=delay_ms)
             heapq.heappush(self._timers, (due, next(self._order), message_id, fire))
             if self._thread is None:
                 self._thread = threading.Thread(

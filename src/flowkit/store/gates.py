@@ -51,13 +51,15 @@ def start_signal_wait(
     run_waits(conn, run_id)
     if gate.signal_timeout_ms is None:
         return None
-    conn.execute(
-        steps.update()
-        .where(steps.c.id == step_id)
-        .values(scheduled_at=now + timedelta(milliseconds=gate.signal_timeout_ms))
-    )
+    due = now + timedelta(milliseconds=gate.signal_timeout_ms)
+    conn.execute(steps.update().where(steps.c.id == step_id).values(scheduled_at=due))
     return NewStep(
-        id=step_id, name=gate.name, queue=queue, input=None, delay_ms=gate.signal_timeout_ms
+        id=step_id,
+        name=gate.name,
+        queue=queue,
+        input=None,
+        scheduled_at=due,
+        delay_ms=gate.signal_timeout_ms,
     )
 
 
