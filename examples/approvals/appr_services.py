@@ -1,8 +1,9 @@
 """Stand-ins for the external services the workflow calls: a flaky budget service and a ledger.
 
-Both keep their state in a small SQLite file, ``approvals-services.db`` in the
-current directory (``$APPROVALS_SERVICES_DB`` to move it), so that the
-simulation behaves the same in every worker process of one machine.
+Both keep their state in a small SQLite file, ``flowkit-approvals-services.db`` in
+the system's temporary folder (``$APPROVALS_SERVICES_DB`` to move it), so that the
+simulation behaves the same in every worker process of one machine and writes
+nothing into your checkout.
 
 The budget service is deterministically flaky: the first request for an
 idempotency key is recorded, then answered with a timeout, the way a real
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -61,7 +63,8 @@ class BudgetReply:
 
 
 def _path() -> str:
-    return os.environ.get("APPROVALS_SERVICES_DB", "approvals-services.db")
+    default = os.path.join(tempfile.gettempdir(), "flowkit-approvals-services.db")
+    return os.environ.get("APPROVALS_SERVICES_DB", default)
 
 
 @contextmanager

@@ -6,7 +6,8 @@
 
 With no configuration everything runs in this process: the memory broker with
 worker threads, and the SQLite file ``flowkit.db`` in the current directory
-(plus ``approvals-services.db``, the simulated budget service and ledger).
+(plus ``flowkit-approvals-services.db`` in the temporary folder: the simulated budget
+service and ledger).
 With ``FLOWKIT_BROKER_URL=amqp://...`` and ``FLOWKIT_DATABASE_URL=postgresql://...``
 it only emits, signals and waits, and ``flowkit worker`` processes do the work.
 
