@@ -203,3 +203,29 @@ def test_the_approvals_example_auto_rejects_after_24_hours(
     rejection = run_to_completion(run)
     assert rejection["comment"] == "no decision within 24h" and rejection["approver"] == ""
     assert run.info().stop_reason == "auto-rejected: no decision within 24h"
+
+
+def test_a_timer_sent_after_the_clock_moved_fires_by_its_row() -> None:
+    # The race a test can hit: the wait's row is committed (due in 30 s), the test
+    # advances 30 s, and only then is the timer message sent. It fires by its row.
+    from flowkit.runtime.brokers import MemoryBroker
+    from flowkit.runtime.publisher import Outgoing, RunRef, step_message
+
+    clock = VirtualClock()
+    previous = _clock.install(clock)
+    try:
+        due = clock.now() + timedelta(seconds=30)
+        timer = Outgoing("s1", "review", "q", 30_000, due)
+        clock.advance(seconds=30)
+        assert timer.delay_now() == 0
+        message = step_message(RunRef("f", "r1", None, None, None), timer)
+        assert message.options[_clock.DUE_OPTION] == int(due.timestamp() * 1000)
+        later = Outgoing("s2", "review", "q", 30_000, clock.now() + timedelta(seconds=5))
+        broker = MemoryBroker()
+        broker.declare_queue("q")
+        sent = step_message(RunRef("f", "r1", None, None, None), later)
+        broker.enqueue(sent, delay=later.delay_now())
+        (when,) = clock.pending
+        assert when == datetime.fromtimestamp(sent.options[_clock.DUE_OPTION] / 1000, timezone.utc)
+    finally:
+        _clock.install(previous)

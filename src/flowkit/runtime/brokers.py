@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 import dramatiq
@@ -17,6 +18,7 @@ from dramatiq.middleware import (
     ShutdownNotifications,
 )
 
+from .._clock import DUE_OPTION
 from .._clock import current as current_clock
 from ..config import Settings, mask_url
 from ..errors import BrokerError, ConfigurationError
@@ -40,7 +42,11 @@ class MemoryBroker(StubBroker):
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
         if delay is not None:
             send = lambda: self.enqueue(message)  # noqa: E731 - sent later, without the delay
-            if current_clock().hold(delay, send, message.message_id):
+            due_ms = message.options.get(DUE_OPTION)
+            due = None
+            if isinstance(due_ms, int):
+                due = datetime.fromtimestamp(due_ms / 1000, timezone.utc)
+            if current_clock().hold(delay, send, message.message_id, due):
                 return message
         return super().enqueue(message, delay=delay)
 

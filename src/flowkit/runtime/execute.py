@@ -421,7 +421,7 @@ class StepRunner:
         if stage is not None and due is not None and row.status in pending:
             left = int((due - utcnow()).total_seconds() * 1000)
             if left > 0:  # a timer hop: not yet
-                self.publisher.publish(run, [Outgoing(step_id, row.name, stage.queue, left)])
+                self.publisher.publish(run, [Outgoing(step_id, row.name, stage.queue, left, due)])
                 return
             if row.status == StepStatus.WAITING.value and stage.wait_for and row.pending == 1:
                 self._signal_timed_out(flow, stage, step_id, run)

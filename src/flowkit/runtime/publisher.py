@@ -19,14 +19,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis, dq_name, q_name
 
+from .._clock import DUE_OPTION
 from ..errors import BrokerError
 from ..store import NewStep
+from ..store.db import utcnow
 from ..tracing import clean
 from .amqp import connected, describe, is_broker_failure
 
@@ -42,6 +45,7 @@ __all__ = [
     "RabbitmqPublisher",
     "RunRef",
     "publisher_for",
+    "step_message",
 ]
 
 #: The longest a timer message waits in the broker by default: Dramatiq holds
@@ -98,16 +102,29 @@ class RunRef:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A committed step row to publish a message for (``delay_ms``: a timer)."""
+    """A committed step row to publish a message for (``delay_ms``: a timer).
+
+    A timer's ``due`` is the time on its row: the delay is counted from it when the
+    message is sent, and the message carries it, so a clock that moves in between
+    (a test's ``VirtualClock``) still fires the timer when the row says.
+    """
 
     step_id: str
     name: str
     queue: str
     delay_ms: int | None = None
+    due: datetime | None = None
 
     @classmethod
     def of(cls, step: NewStep) -> Outgoing:
-        return cls(step.id, step.name, step.queue, step.delay_ms)
+        due = step.scheduled_at if step.delay_ms else None
+        return cls(step.id, step.name, step.queue, step.delay_ms, due)
+
+    def delay_now(self) -> int | None:
+        """The delay to send it with now: to its ``due`` time, else ``delay_ms``."""
+        if self.due is None:
+            return self.delay_ms
+        return max(int((self.due - utcnow()).total_seconds() * 1000), 0)
 
 
 class Publisher:
@@ -137,19 +154,7 @@ class Publisher:
             BrokerError: the broker refused or could not be reached (said in words);
                 the rows stay and the recovery sweep (``flowkit recover``) publishes them.
         """
-        batch: list[tuple[dramatiq.Message[Any], int | None]] = [
-            (
-                dramatiq.Message(
-                    queue_name=s.queue,
-                    actor_name=f"{run.flow}.{s.name}",
-                    args=(),
-                    kwargs={"step_id": s.step_id, "run_id": run.run_id, "key": run.key},
-                    options=run.options(),
-                ),
-                self.hop(s.delay_ms),
-            )
-            for s in steps
-        ]
+        batch = [(step_message(run, s), self.hop(s.delay_now())) for s in steps]
         try:
             self.send(batch)
         except Exception as exc:
@@ -201,6 +206,20 @@ class Publisher:
     def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
         """Put ``(message, delay_ms)`` pairs on the broker; all are there when it returns."""
         raise NotImplementedError
+
+
+def step_message(run: RunRef, step: Outgoing) -> dramatiq.Message[Any]:
+    """The message that runs ``step`` of ``run``: ids only, addressed by name."""
+    options = run.options()
+    if step.due is not None:
+        options[DUE_OPTION] = int(step.due.timestamp() * 1000)
+    return dramatiq.Message(
+        queue_name=step.queue,
+        actor_name=f"{run.flow}.{step.name}",
+        args=(),
+        kwargs={"step_id": step.step_id, "run_id": run.run_id, "key": run.key},
+        options=options,
+    )
 
 
 class MemoryPublisher(Publisher):
