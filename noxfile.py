@@ -31,6 +31,24 @@ def faults(session: nox.Session) -> None:
     session.run("pytest", "-m", "faults", *session.posargs, env={"FLOWKIT_FAULTS_REPORT": report})
 
 
+#: The backlog of fault scenario 13 (issue 14's scenario 2, tests/faults/test_recovery.py):
+#: 20,000 queued steps in CI, 100,000 in the soak.
+BACKLOG_STEPS_ENV = "FLOWKIT_FAULTS_BACKLOG_STEPS"
+
+
+@nox.session(python=ONE_PYTHON)
+def soak(session: nox.Session) -> None:
+    """Not in CI: the soak (tests/faults/test_soak.py, at most 30 minutes; set
+    FLOWKIT_SOAK_MINUTES=3 for a quick try), then the backlog fault scenario at 100,000 steps."""
+    session.install("-e", ".[dev]")
+    minutes = session.env.get("FLOWKIT_SOAK_MINUTES", "30")
+    report = session.env.get("FLOWKIT_FAULTS_REPORT", "soak-report.jsonl")
+    env = {"FLOWKIT_SOAK_MINUTES": minutes, "FLOWKIT_FAULTS_REPORT": report}
+    session.run("pytest", "-m", "soak", "-s", "--timeout", "2700", *session.posargs, env=env)
+    backlog = {**env, BACKLOG_STEPS_ENV: "100000"}
+    session.run("pytest", "-m", "faults", "-k", "backlog", "--timeout", "2700", env=backlog)
+
+
 @nox.session(python=ONE_PYTHON)
 def lint(session: nox.Session) -> None:
     session.install(RUFF)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from .runtime.embedded import EmbeddedWorker
     from .runtime.engine import Engine
-    from .runtime.heartbeat import Heartbeat
+    from .runtime.sweep import Presence
     from .store import Store
 
 __all__ = ["App", "Run"]
@@ -147,7 +147,7 @@ class App:
         self._broker: dramatiq.Broker | None = None
         self._engine: Engine | None = None
         self._worker: EmbeddedWorker | None = None
-        self._beat: Heartbeat | None = None
+        self._beat: Presence | None = None
         self._lock = threading.RLock()
         #: wakes ``Run.wait`` when this process finishes a run
         self.finishes = Finishes()
@@ -412,16 +412,16 @@ class App:
         st = RunStatus(status).value if status is not None else None
         return self.store.list_runs(flow=flow, status=st, limit=limit)
 
-    def recover(self, *, older_than: float = 60.0, all_running: bool = False) -> int:
-        """Re-publish steps whose message may have been lost; returns how many.
+    def recover(
+        self, *, older_than: float = 60.0, all_running: bool = False, force: bool = False
+    ) -> int:
+        """One pass of the workers' recovery sweep; returns the steps published and runs ended.
 
-        Queued steps due for more than ``older_than`` seconds are published
-        again, and running steps past their lease (their worker died) are put
-        back to queued and published. Copies of a message are harmless: a step
-        is claimed by one message only. ``all_running=True`` treats every
-        running step as abandoned (an embedded broker starting up).
+        See :meth:`Engine.recover <flowkit.runtime.engine.Engine.recover>`: ``force``
+        re-publishes every queued step older than ``older_than`` seconds whatever the
+        evidence; ``all_running=True`` treats every running step as abandoned.
         """
-        return self.engine.recover(older_than=older_than, all_running=all_running)
+        return self.engine.recover(older_than=older_than, all_running=all_running, force=force)
 
     def _resolve(self, flow: Flow | str) -> Flow:
         if isinstance(flow, Flow):
@@ -447,18 +447,16 @@ class App:
         worker`` runs the same thing in dedicated processes. Every worker also
         serves flowkit's control queue (run deadlines), and registers itself in
         the database (``store.workers``), beating every ``$FLOWKIT_HEARTBEAT_SECONDS``
-        (5) seconds; the steps it claims record its id.
+        (5) seconds and sweeping (:mod:`flowkit.runtime.sweep`); its claims record its id.
         """
         from .runtime.embedded import EmbeddedWorker  # the runtime loads on first use
-        from .runtime.heartbeat import Heartbeat
+        from .runtime.sweep import Presence
 
         with self._lock:
             if self._worker is None:
                 self._worker = EmbeddedWorker(self.broker, in_process=self.settings.embedded)
             if self._beat is None:  # registered before the threads claim anything
-                n = threads or self.threads
-                self._beat = Heartbeat(self.store.workers, queues=queues, threads=n)
-                self.engine.worker_id = self._beat.worker_id
+                self._beat = Presence(self.engine, queues=queues, threads=threads or self.threads)
             return self._worker.start(queues=queues, threads=threads or self.threads)
 
     def stop_worker(self, *, timeout: float = 30.0) -> None:
@@ -467,6 +465,8 @@ class App:
         with self._lock:
             worker, self._worker = self._worker, None
             beat, self._beat = self._beat, None
+        if beat is not None:
+            beat.pause()  # its consumers are closing: no evidence from it from now on
         if worker is not None:
             worker.stop(timeout)
         if beat is not None:

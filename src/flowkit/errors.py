@@ -117,7 +117,9 @@ class PayloadTooLarge(InputValidationError):
     """A payload is bigger, or nested deeper, than the configured limits allow.
 
     Raised by ``submit``, ``emit`` and ``signal`` before anything is stored or
-    sent; a message over the limits that reaches a worker is dead-lettered.
+    sent; a message over the limits that reaches a worker is dead-lettered. A
+    step whose output is over them fails with it at once, without retries (the
+    output is not stored).
 
     Attributes:
         limit: ``"bytes"`` (``FLOWKIT_MAX_PAYLOAD_BYTES``) or ``"depth"``

@@ -12,7 +12,12 @@ import dramatiq
 
 from .payloads import PayloadLimits
 from .runtime.actors import declare_actors
-from .runtime.brokers import create_broker, secure_process, set_dead_letter_recorder
+from .runtime.brokers import (
+    create_broker,
+    name_worker_connections,
+    secure_process,
+    set_dead_letter_recorder,
+)
 from .runtime.engine import Engine
 from .runtime.publisher import MAX_HOP_MS, publisher_for
 
@@ -49,4 +54,5 @@ def build_runtime(app: App) -> tuple[Engine, dramatiq.Broker]:
         llm_prices=app.llm_prices,
     )
     declare_actors(engine, broker, graphs)
+    name_worker_connections(broker, lambda: engine.worker_id)  # flowkit <worker id> <pid>
     return engine, broker

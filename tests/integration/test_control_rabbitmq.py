@@ -188,7 +188,7 @@ def test_a_crash_between_commit_and_publish_is_recovered_by_the_sweep(
     procs.start("worker", TARGET, "--threads", "4")
     run = app.run(info.id)
     assert run.status() is flowkit.RunStatus.PENDING  # nothing was published
-    swept = procs.start("recover", "--older-than", "0s")
+    swept = procs.start("recover", "--force", "--older-than", "0s")
     assert swept.wait(60) == 0
     assert run.result(timeout=60) == 11
     for step in ("one", "two", "three"):

@@ -192,7 +192,7 @@ def test_lost_publish_is_redriven_by_flowkit_recover(
     worker.wait_started()
     assert run.status().value == "running"
 
-    res = cli("recover", "--older-than", "0s", env=env)
+    res = cli("recover", "--force", "--older-than", "0s", env=env)
     assert res.returncode == 0, res.stderr
     assert "re-published 1 step(s)" in res.stdout
     assert "guest:guest" not in res.stdout + res.stderr

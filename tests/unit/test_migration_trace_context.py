@@ -34,7 +34,7 @@ def test_upgrading_from_0003_keeps_runs_and_adds_empty_trace_contexts(database_u
     store = Store(database_url, pool_size=2)
     try:
         store.ensure_schema()
-        assert migrate.current_revision(store.db.sql) == SCHEMA_REVISION == "0004"
+        assert migrate.current_revision(store.db.sql) == SCHEMA_REVISION
         old = store.get_run("old")
         assert old is not None and old.trace_context is None and old.status.value == "succeeded"
         fresh = store.runs.create(

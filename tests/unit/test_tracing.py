@@ -229,7 +229,7 @@ def test_the_recovery_sweep_sends_the_stored_context(tmp_path: Path) -> None:
         assert info is not None and info.trace_context == sent.options["flowkit_trace"]
         assert f"{trace_id(submit):032x}" in info.trace_context["traceparent"]
         # Another process, no span of its own: the sweep's message carries the run's context.
-        assert engine.recover(older_than=0) == 1
+        assert engine.recover(older_than=0, force=True) == 1
         (again,) = publisher.take()
         assert again.options["flowkit_trace"] == info.trace_context
     finally:

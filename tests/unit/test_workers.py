@@ -173,7 +173,7 @@ class _Flaky:
     def register(self, **_: Any) -> str:
         return "w" * 32
 
-    def heartbeat(self, worker_id: str) -> None:
+    def heartbeat(self, worker_id: str, *, free_since: Any = None) -> None:
         self.calls += 1
         if self.calls <= 2:
             raise flowkit.StoreError("database unavailable: gone")
@@ -202,7 +202,7 @@ def test_the_heartbeat_interval_comes_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FLOWKIT_HEARTBEAT_SECONDS", raising=False)
-    assert heartbeat_seconds() == HEARTBEAT_SECONDS == 5.0
+    assert heartbeat_seconds() == HEARTBEAT_SECONDS == 2.0
     monkeypatch.setenv("FLOWKIT_HEARTBEAT_SECONDS", "0.5")
     assert heartbeat_seconds() == 0.5
     for bad in ("0", "-1", "soon", "nan"):
@@ -219,7 +219,7 @@ def test_an_app_worker_registers_records_its_steps_and_stops(
         run = pipeline.submit(1)
         assert run.result(timeout=30) == 2
         (w,) = a.store.workers.list()
-        assert w.alive and w.threads == 2 and w.queues is None
+        assert w.alive and w.threads == 2 and w.queues == ("wk.work",)  # its App's queues
         assert a.engine.worker_id == w.id
         assert [s.worker_id for s in run.steps()] == [w.id]
         a.start_worker()  # already running: still one worker

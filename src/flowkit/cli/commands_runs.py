@@ -153,17 +153,26 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         parents=[common],
         formatter_class=fmt,
         help="re-publish steps whose message was lost",
-        description="Re-publish queued steps older than --older-than whose message may have "
-        "been lost (a crash between commit and publish) and running steps past their lease "
-        "(their worker died). Copies are harmless: a step is claimed by one message only.",
-        epilog="examples:\n  flowkit recover --older-than 60s\n"
-        "  flowkit recover --older-than 5m --broker-url amqp://guest:guest@127.0.0.1/",
+        description="Run one pass of the recovery sweep every worker runs every few seconds: "
+        "resume the running steps of workers whose heartbeat stopped, and re-publish queued "
+        "steps whose message is gone by the evidence of a free worker on their queue (never "
+        "a healthy backlog). With --force, re-publish every queued step older than "
+        "--older-than whatever the evidence (after purging a queue, or with no worker "
+        "running). Copies are harmless: a step is claimed by one message only.",
+        epilog="examples:\n  flowkit recover\n  flowkit recover --force --older-than 5m\n"
+        "  flowkit recover --broker-url amqp://guest:guest@127.0.0.1/",
+    )
+    rec.add_argument(
+        "--force",
+        action="store_true",
+        help="re-publish every queued step older than --older-than, and running steps past "
+        "their lease, whatever the evidence",
     )
     rec.add_argument(
         "--older-than",
         default="60s",
         metavar="DURATION",
-        help="only steps queued at least this long (default 60s)",
+        help="with --force: only steps queued at least this long (default 60s)",
     )
     rec.set_defaults(handler=recover)
 
@@ -407,7 +416,7 @@ def recover(args: argparse.Namespace) -> int:
             "`flowkit dev` recovers its runs when it starts"
         )
     try:
-        count = app.recover(older_than=(ms or 0) / 1000)
+        count = app.recover(older_than=(ms or 0) / 1000, force=args.force)
     finally:
         app.close()
     print(f"re-published {count} step(s)")

@@ -25,9 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flowkit.worker")
 
-_DEV_SWEEP_EVERY = 1.0
-_DEV_SWEEP_AGE = 2.0
-
 
 def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
     w = sub.add_parser(
@@ -276,14 +273,10 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
     )
     try:
         while not stop.is_set():
-            if dev and app.settings.embedded:
-                stop.wait(_DEV_SWEEP_EVERY)
-                if not stop.is_set():
-                    app.recover(older_than=_DEV_SWEEP_AGE)
-            else:
-                # Short waits: a signal taken by another thread only sets a flag
-                # that the main thread sees when it next wakes.
-                stop.wait(1.0)
+            # Short waits: a signal taken by another thread only sets a flag that
+            # the main thread sees when it next wakes. The worker sweeps for lost
+            # messages itself, in a thread (runtime/sweep.py).
+            stop.wait(1.0)
     finally:
         if dashboard is not None:
             _stop_dashboard(*dashboard)

@@ -20,8 +20,9 @@ from ..redact import secret_scope
 from ..stage import Stage
 from .engine import Engine
 from .execute import Delivery
-from .outcomes import StepFailed
+from .outcomes import Refused, StepFailed
 from .publisher import CONTROL_ACTOR, CONTROL_QUEUE, RunRef
+from .shutdown import hand_back
 
 __all__ = ["actor_name", "declare_actors"]
 
@@ -57,15 +58,37 @@ def declare_actors(engine: Engine, broker: dramatiq.Broker, flows: Iterable[Flow
     )
 
 
+def _step_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+    """``(step_id, run_id)`` of a step message's keyword arguments (``key`` optional).
+
+    Raises:
+        Refused: they are not a step message's (the message is dead-lettered, not run).
+    """
+    step_id, run_id, key = kwargs.get("step_id"), kwargs.get("run_id"), kwargs.get("key")
+    extra = set(kwargs) - {"step_id", "run_id", "key"}
+    if args:
+        raise Refused("malformed message: positional arguments (a step takes keywords only)")
+    if extra:
+        raise Refused(f"malformed message: unexpected argument(s) {', '.join(sorted(extra))}")
+    if not isinstance(step_id, str) or not isinstance(run_id, str):
+        raise Refused("malformed message: step_id and run_id must be strings")
+    if key is not None and not isinstance(key, str):
+        raise Refused("malformed message: key must be a string")
+    return step_id, run_id
+
+
 def _step_actor(
     engine: Engine, broker: dramatiq.Broker, flow: FlowGraph, stage: Stage[Any, Any]
 ) -> dramatiq.Actor[Any, Any]:
-    def run_step(step_id: str, run_id: str, key: str | None = None) -> None:
+    def run_step(*args: Any, **kwargs: Any) -> None:
+        step_id, run_id = _step_arguments(args, kwargs)
         message = CurrentMessage.get_current_message()
+        if message is not None and hand_back(message):
+            return  # this worker is stopping: another one runs it
         if message is not None:
             got = Delivery.of(flow.name, message)
         else:  # called directly, outside a worker
-            got = Delivery(RunRef(flow.name, run_id, key), new_id())
+            got = Delivery(RunRef(flow.name, run_id, kwargs.get("key")), new_id())
         # The step's secrets (noted by the engine) stay hidden in logs and errors
         # until the step is over.
         with secret_scope():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..config import Settings, mask_url
 from ..errors import BrokerError, ConfigurationError
 from ..redact import MessageFilter, redact, remember, remember_environment
 from .amqp import connected
+from .connections import FreshConnections, connection_name, name_connections
 from .quarantine import DeadLetterRecorder, RecordingEncoder
 from .wire import WirePolicy
 
@@ -126,14 +128,16 @@ def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Brok
         except ImportError as exc:  # pragma: no cover - pika is a hard dependency
             raise ConfigurationError("RabbitMQ support needs pika: pip install pika") from exc
         try:
-            return RabbitmqBroker(
+            broker = RabbitmqBroker(
                 url=url,
                 confirm_delivery=True,
                 max_priority=max_priority,
-                middleware=_middleware(),
+                middleware=[*_middleware(), FreshConnections()],
             )
         except Exception as exc:
             raise BrokerError(f"cannot use broker {mask_url(url)}: {redact(str(exc))}") from exc
+        name_connections(broker, connection_name())
+        return broker
     raise ConfigurationError(f"broker URL {mask_url(url)!r} is not supported")
 
 
@@ -157,6 +161,13 @@ def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:
     encoder = dramatiq.get_encoder()
     if isinstance(encoder, RecordingEncoder):
         encoder.recorder = recorder
+
+
+def name_worker_connections(broker: dramatiq.Broker, worker_id: Callable[[], str | None]) -> None:
+    """Name the connections of this broker's workers ``flowkit <worker_id()> <pid>``."""
+    for m in broker.middleware:
+        if isinstance(m, FreshConnections):
+            m.worker_id = worker_id
 
 
 def secure_process(settings: Settings) -> None:

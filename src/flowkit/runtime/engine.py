@@ -23,7 +23,9 @@ draws the layers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from .. import tracing
@@ -34,10 +36,12 @@ from ..observability import Observers
 from ..payloads import PayloadLimits
 from ..stage import Stage
 from ..status import RunStatus
-from ..store import Created, Store
+from ..store import Created, DueStep, Store
 from ..store.db import utcnow
 from .execute import Delivery, Finished, StepRunner
 from .faults import fault
+from .heartbeat import heartbeat_seconds
+from .load import Load
 from .plan import gate, initial_rows
 from .publisher import Outgoing, Publisher, RunRef
 from .validation import check_input, check_signal
@@ -95,7 +99,10 @@ class Engine:
             llm_model=llm_model,
             llm_prices=llm_prices,
             worker_id=worker_id,
+            limits=self.limits,
         )
+        #: the steps running in this process, for the recovery sweep's evidence
+        self.load = Load()
 
     @property
     def worker_id(self) -> str | None:
@@ -208,7 +215,8 @@ class Engine:
     # -- a worker thread -------------------------------------------------------
     def execute(self, flow: FlowGraph, stage: Stage[Any, Any], step_id: str, got: Delivery) -> None:
         """Run one delivered step message; see :class:`.execute.StepRunner`."""
-        self.steps.execute(flow, stage, step_id, got)
+        with self.load.running():
+            self.steps.execute(flow, stage, step_id, got)
 
     # -- control ---------------------------------------------------------------
     def signal(self, run_id: str, name: str, payload: Any) -> bool:
@@ -278,32 +286,94 @@ class Engine:
             self.run_finished(run_id, flow, RunStatus.TIMED_OUT)
 
     # -- recovery --------------------------------------------------------------
-    def recover(
-        self, *, older_than: float = 60.0, limit: int = 1000, all_running: bool = False
-    ) -> int:
-        """Re-publish queued steps older than ``older_than`` seconds and expired running ones.
+    def sweep(
+        self,
+        *,
+        local: dict[str, datetime] | None = None,
+        stale_after: float | None = None,
+        limit: int = 500,
+    ) -> int | None:
+        """One pass of the recovery sweep (:mod:`flowkit.store.sweep`): re-publish the
+        steps whose message is gone by the evidence on their rows, resume the running
+        steps of dead workers, end runs past their deadline.
 
-        Safe to run at any time and from several processes: a copy of a message
-        for a step that is already claimed is ignored by the claim guard.
-        Returns the number of steps published.
+        Returns the steps published and runs ended, or ``None`` when another process
+        holds the sweep's duty for this pass.
+
+        Parameters:
+            local: this process's own evidence: per queue it consumes, a time before
+                which that queue held no ready message.
+            stale_after: a worker whose heartbeat is older is dead (default: three
+                heartbeat intervals).
+            limit: the most rows each rule takes in one pass.
+
+        Raises:
+            BrokerError, StoreError: the broker or the database is unavailable.
+        """
+        stale = 3 * heartbeat_seconds() if stale_after is None else stale_after
+        due = self.store.sweep.run_pass(
+            now=utcnow(), stale_after=stale, local=local, worker_id=self.worker_id, limit=limit
+        )
+        if due is None:
+            return None
+        ended = 0
+        for run_id in self.store.control.overdue_runs(limit):
+            self._time_out_run(run_id)
+            ended += 1
+        self._republish(due)
+        if due:
+            kinds = Counter(d.status for d in due)
+            log.info(
+                "recovery sweep re-published %d step(s): %s",
+                len(due),
+                ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())),
+            )
+        return ended + len(due)
+
+    def recover(
+        self,
+        *,
+        older_than: float = 60.0,
+        limit: int = 1000,
+        all_running: bool = False,
+        force: bool = False,
+    ) -> int:
+        """One pass of the recovery sweep, as every worker runs it (:meth:`sweep`);
+        with ``force``, re-publish every queued step older than ``older_than`` seconds
+        whatever the evidence, and requeue running steps past their lease.
+
+        Copies are harmless: a copy of a message for a step that is already claimed
+        is ignored by the claim guard. ``all_running`` (which implies ``force``)
+        treats every running step as abandoned: an embedded broker starting up.
+        Returns the number of steps published and runs ended.
 
         Raises:
             BrokerError: the broker cannot be reached (checked first, in words).
         """
         self.publisher.ready()
+        if not (force or all_running):
+            return self.sweep(limit=limit) or 0
         count = 0
         for run_id in self.store.control.overdue_runs(limit):
             self._time_out_run(run_id)
             count += 1
-        for due in self.store.runs.due_steps(
-            older_than=older_than, limit=limit, all_running=all_running
-        ):
-            run = RunRef(due.flow, due.run_id, due.key, due.priority, tracing.clean(due.trace))
-            self.publisher.publish(run, [Outgoing(due.id, due.name, due.queue)])
-            count += 1
+        due = self.store.runs.due_steps(older_than=older_than, limit=limit, all_running=all_running)
+        self._republish(due)
+        count += len(due)
         if count:
-            log.info("recovery sweep re-published %d step(s)", count)
+            log.info("recovery sweep (forced) re-published %d step(s)", count)
         return count
+
+    def _republish(self, due: Sequence[DueStep]) -> None:
+        self.publisher.publish_many(
+            [
+                (
+                    RunRef(d.flow, d.run_id, d.key, d.priority, tracing.clean(d.trace)),
+                    Outgoing(d.id, d.name, d.queue),
+                )
+                for d in due
+            ]
+        )
 
 
 _LIVE = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)

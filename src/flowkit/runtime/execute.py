@@ -31,6 +31,7 @@ from ..context import Context
 from ..errors import BrokerError, InputValidationError, StepTimeout, StoreError, WorkerLost
 from ..graph import FlowGraph
 from ..observability import Observers
+from ..payloads import PayloadLimits
 from ..redact import validation_summary
 from ..stage import Stage, Stop
 from ..status import RunStatus, StepStatus
@@ -38,7 +39,7 @@ from ..store import Claim, ClaimLimits, Delayed, NewStep, Outcome, Store
 from ..store.db import utcnow
 from . import spans
 from .faults import fault
-from .outcomes import Failure, StepFailed, error_record, expected, jsonable, short
+from .outcomes import Failure, Refused, StepFailed, error_record, expected, jsonable, short
 from .plan import gate, plan_completion, plan_settled_failure
 from .publisher import Outgoing, Publisher, RunRef
 from .timeouts import time_limit
@@ -104,6 +105,7 @@ class StepRunner:
         llm_prices: USD per million tokens per model, for the cost of LLM steps.
         worker_id: the worker (``flowkit_workers.id``) recorded on each step it
             claims; settable later, as ``App.start_worker`` registers one.
+        limits: the payload limits a step's output must fit, as its input did.
     """
 
     def __init__(
@@ -116,8 +118,10 @@ class StepRunner:
         llm_model: str | None = None,
         llm_prices: dict[str, tuple[float, float]] | None = None,
         worker_id: str | None = None,
+        limits: PayloadLimits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or PayloadLimits()
         self.worker_id = worker_id
         self.llm_model = llm_model
         self.llm_prices = dict(llm_prices or {})
@@ -281,7 +285,7 @@ class StepRunner:
             with time_limit(stage.timeout_ms, f"step {stage.name!r}"):
                 result = stage.invoke(value, ctx)
             if isinstance(result, Stop):
-                out = jsonable(result.output)
+                out = self._output(stage, jsonable, result.output)
                 return Outcome(
                     output={"stopped": True, "reason": result.reason, "output": out},
                     stop=out,
@@ -289,7 +293,8 @@ class StepRunner:
                     skipped=flow.remaining(stage.name),
                     usage=ctx.usage or None,
                 )
-            output = stage.dump_output(stage.output_adapter.validate_python(result))
+            typed = stage.output_adapter.validate_python(result)
+            output = self._output(stage, stage.dump_output, typed)
             plan = plan_completion(flow, stage.name, claim.item, output)
         except (Exception, StepTimeout) as exc:
             return Failure.decide(exc, stage, claim.attempts)
@@ -301,6 +306,15 @@ class StepRunner:
             usage=ctx.usage or None,
             trace=job.got.run.trace,
         )
+
+    def _output(self, stage: Stage[Any, Any], dump: Callable[[Any], Any], value: Any) -> Any:
+        """The JSON form of what a step returned, within the payload limits.
+
+        Raises:
+            PayloadTooLarge: over a limit; the step fails at once (a retry would not shrink it).
+        """
+        what = f"output of step {stage.name!r}"
+        return self.limits.json_form(dump, value, what=what, stage=stage.name)
 
     def _finished_attempt(self, job: Job, began: float, ctx: Context, outcome: str) -> None:
         seconds, usage = time.monotonic() - began, ctx.usage or None
@@ -399,8 +413,8 @@ class StepRunner:
         row = self.store.step_row(step_id)
         run = got.run
         if row is None:
-            log.warning("message for unknown step %s acknowledged and dropped", step_id)
-            return
+            # Kept as a dead letter with this reason (the recorder logs it once).
+            raise Refused(f"unknown step: no step {step_id!r} is stored (run {run.run_id})")
         done = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
         if row.status in done and row.claimed_by == got.message_id:
             # A redelivery of the very message that completed this step: its

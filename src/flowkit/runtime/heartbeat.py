@@ -3,9 +3,12 @@
 :class:`Heartbeat` registers the worker (host, pid, queues, threads, flowkit's
 version), refreshes its row every :func:`heartbeat_seconds` from a daemon
 thread, and marks it stopped when the worker stops cleanly. It is handed the
-store's :class:`~flowkit.store.Workers` part, never the App. The heartbeat is
-for people and dashboards (which workers are up, what they run); recovery
-still relies on step leases, so a late heartbeat changes no step.
+store's :class:`~flowkit.store.Workers` part, never the App. Each beat also
+writes the worker's evidence from its :class:`~.load.Load` (since when a thread
+has been free). The recovery sweep (:mod:`.sweep`) reads both: a worker whose
+heartbeat is older than three intervals is dead and its running steps are
+resumed, and a free worker's queues hold no ready message, so a queued step
+published before is lost and published again.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from collections.abc import Iterable
 from ..__about__ import __version__
 from ..errors import ConfigurationError, StoreError
 from ..store import Workers
+from .load import Load
 
-__all__ = ["HEARTBEAT_SECONDS", "Heartbeat", "heartbeat_seconds"]
+__all__ = ["HEARTBEAT_SECONDS", "Heartbeat", "heartbeat_seconds", "seconds_from_env"]
 
 log = logging.getLogger("flowkit.worker")
 
 #: How often a worker refreshes its row; ``$FLOWKIT_HEARTBEAT_SECONDS`` overrides it.
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0
 
 
 def heartbeat_seconds() -> float:
@@ -34,17 +38,24 @@ def heartbeat_seconds() -> float:
     Raises:
         ConfigurationError: the variable is not a positive number of seconds.
     """
-    raw = os.environ.get("FLOWKIT_HEARTBEAT_SECONDS", "").strip()
+    return seconds_from_env("FLOWKIT_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds (under a day) from ``$name``, or ``default``.
+
+    Raises:
+        ConfigurationError: the variable is set to something else.
+    """
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return HEARTBEAT_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = 0.0
     if not 0 < value < 86_400:
-        raise ConfigurationError(
-            f"FLOWKIT_HEARTBEAT_SECONDS must be a positive number of seconds, not {raw!r}"
-        )
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {raw!r}")
     return value
 
 
@@ -56,6 +67,7 @@ class Heartbeat:
         queues: the queues the worker serves (``None``: all of its App's).
         threads: its worker threads.
         every: seconds between heartbeats (default :func:`heartbeat_seconds`).
+        load: the worker's running steps, whose evidence each beat records.
 
     Raises:
         ConfigurationError: a bad ``$FLOWKIT_HEARTBEAT_SECONDS``.
@@ -69,8 +81,10 @@ class Heartbeat:
         queues: Iterable[str] | None,
         threads: int,
         every: float | None = None,
+        load: Load | None = None,
     ) -> None:
         self.workers = workers
+        self.load = load
         self.every = heartbeat_seconds() if every is None else every
         #: this worker's id (``flowkit_workers.id``), recorded on the steps it claims
         self.worker_id = workers.register(
@@ -89,7 +103,8 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                self.workers.heartbeat(self.worker_id)
+                free = None if self.load is None else self.load.free_since
+                self.workers.heartbeat(self.worker_id, free_since=free)
             except StoreError as exc:
                 # The database comes back or the worker stops: beat again next tick.
                 log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)

@@ -13,12 +13,20 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .. import redact
-from ..errors import InputValidationError, PermanentError, RetryAfter, WorkerLost
+from .._secrets import dump_json_revealed
+from ..errors import (
+    InputValidationError,
+    PayloadTooLarge,
+    PermanentError,
+    RetryAfter,
+    WorkerLost,
+)
 from ..redact import exception_texts, validation_summary
 from ..stage import Stage
 
 __all__ = [
     "Failure",
+    "Refused",
     "StepFailed",
     "backoff_ms",
     "error_record",
@@ -38,6 +46,12 @@ class StepFailed(Exception):
     It is in every flowkit actor's ``throws``, so Dramatiq does not retry it
     and dead-letters the message; the run's error lives in the database.
     """
+
+
+class Refused(StepFailed):
+    """Raised to Dramatiq for a message flowkit will not run (it names no stored step,
+    or its arguments are not a step message's): dead-lettered with ``str(exc)`` as
+    the reason, and no run changes."""
 
 
 def error_record(exc: BaseException, *, step: str, attempt: int) -> dict[str, Any]:
@@ -70,8 +84,9 @@ def short(exc: BaseException) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """The JSON form of any value (a ``Stop``'s output)."""
-    return _ANY.dump_python(value, mode="json")
+    """The JSON form of any value (a ``Stop``'s output), secrets with their real values,
+    as a declared output stores them (:func:`~flowkit._secrets.dump_json_revealed`)."""
+    return dump_json_revealed(_ANY, value)
 
 
 @dataclass(frozen=True)
@@ -83,8 +98,13 @@ class Failure:
 
     @classmethod
     def decide(cls, exc: BaseException, stage: Stage[Any, Any], attempt: int) -> Failure:
-        """Retry unless the retries are spent or the error says not to."""
-        if attempt > stage.retries or isinstance(exc, (ValidationError, PermanentError)):
+        """Retry unless the retries are spent or the error says not to.
+
+        An output over the payload limits (:class:`~flowkit.PayloadTooLarge`) is final:
+        it would not shrink on a retry.
+        """
+        final = (ValidationError, PermanentError, PayloadTooLarge)
+        if attempt > stage.retries or isinstance(exc, final):
             return cls(exc, None)
         delay = backoff_ms(stage, attempt)
         if isinstance(exc, RetryAfter) and exc.delay_ms is not None:

@@ -32,6 +32,7 @@ from ..store import NewStep
 from ..store.db import utcnow
 from ..tracing import clean
 from .amqp import connected, describe, is_broker_failure
+from .connections import probe
 
 __all__ = [
     "BATCH_MIN",
@@ -57,6 +58,8 @@ CONTROL_QUEUE = "flowkit.control"
 CONTROL_ACTOR = "flowkit.control"
 #: Fewer messages than this go out one by one (a transaction costs two round trips).
 BATCH_MIN = 8
+#: The recovery sweep's messages go out in AMQP transactions of at most this many.
+_SWEEP_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,24 @@ class Publisher:
                 f"{describe(exc, self.url)}; `flowkit recover` publishes them once it is back"
             ) from exc
 
+    def publish_many(self, items: Sequence[tuple[RunRef, Outgoing]]) -> None:
+        """The messages of many runs' steps, in batches (the recovery sweep's).
+
+        Raises:
+            BrokerError: the broker refused or could not be reached (said in words).
+        """
+        for start in range(0, len(items), _SWEEP_BATCH):
+            chunk = items[start : start + _SWEEP_BATCH]
+            try:
+                self.send([(step_message(run, s), self.hop(s.delay_now())) for run, s in chunk])
+            except Exception as exc:
+                if not is_broker_failure(exc):
+                    raise
+                raise BrokerError(
+                    f"{len(items) - start} step message(s) could not be published: "
+                    f"{describe(exc, self.url)}; the recovery sweep tries again later"
+                ) from exc
+
     def publish_control(self, op: str, run: RunRef, delay_ms: int | None = None) -> None:
         """A message to the control actor (a run's deadline), hopping long delays.
 
@@ -210,16 +231,17 @@ class Publisher:
 
 def step_message(run: RunRef, step: Outgoing) -> dramatiq.Message[Any]:
     """The message that runs ``step`` of ``run``: ids only, addressed by name."""
-    options = run.options()
-    if step.due is not None:
-        options[DUE_OPTION] = int(step.due.timestamp() * 1000)
     return dramatiq.Message(
         queue_name=step.queue,
         actor_name=f"{run.flow}.{step.name}",
         args=(),
         kwargs={"step_id": step.step_id, "run_id": run.run_id, "key": run.key},
-        options=options,
+        options=run.options() if step.due is None else {**run.options(), DUE_OPTION: _ms(step.due)},
     )
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 class MemoryPublisher(Publisher):
@@ -270,6 +292,7 @@ class RabbitmqPublisher(BrokerPublisher):
         import pika  # loaded with the RabbitMQ broker; not needed by memory://
 
         broker: Any = self.broker
+        probe(broker)  # an idle connection RabbitMQ closed is replaced, in one line
         try:
             channel = self._channel()
             for message, delay in batch:

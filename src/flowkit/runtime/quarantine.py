@@ -2,8 +2,10 @@
 
 Dramatiq dead-letters (nacks) a message it cannot decode, one naming an
 unknown actor, and one whose retries are exhausted; RabbitMQ moves it to
-``<queue>.XQ``. flowkit records each in its database with the reason, and
-the worker keeps processing.
+``<queue>.XQ``. flowkit records each in its database with the reason and the
+queue it came from, logs one WARNING line with that reason (Dramatiq's own
+lines about it, tracebacks included, are demoted to DEBUG by
+:class:`DramatiqNoise`), and the worker keeps processing.
 
 Messages are JSON only: nothing a worker receives is unpickled or
 evaluated, and a message runs an actor only if one of that exact name was
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -25,11 +28,52 @@ from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import Middleware
 
+from .outcomes import Refused
+from .shutdown import handing_back
 from .wire import Rejected, WirePolicy
 
-__all__ = ["DeadLetterRecorder", "RecordingEncoder", "decode_stored"]
+__all__ = ["DeadLetterRecorder", "DramatiqNoise", "RecordingEncoder", "decode_stored"]
 
 log = logging.getLogger("flowkit.deadletters")
+
+#: The queue the current consumer thread reads (bodies are decoded on that thread).
+_consuming = threading.local()
+#: Dramatiq's lines about a message flowkit dead-letters and logs itself (most with a
+#: traceback), and about one it handed back at a stop: DEBUG, not WARNING or ERROR.
+_DEMOTED = frozenset(
+    {
+        "Failed to decode message using encoder %r.",
+        "Received message for undefined actor %r. Moving it to the DLQ.",
+        "Failed to process message %s with expected exception %s.",
+        "Aborting message %r.",
+    }
+)
+_UNKNOWN_TAG = "Failed to ack message: not in known tags."
+#: Dramatiq's loggers that say these (the per-queue consumer threads' are added as they boot).
+NOISY_LOGGERS = (
+    "dramatiq.brokers.rabbitmq._RabbitmqConsumer",
+    "dramatiq.middleware.retries.Retries",
+    "dramatiq.worker.WorkerThread",
+)
+
+
+class DramatiqNoise(logging.Filter):
+    """Demotes Dramatiq's lines about a dead letter flowkit logs itself to DEBUG
+    (without their traceback): shown with ``-v``, dropped otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in _DEMOTED or (record.msg == _UNKNOWN_TAG and handing_back()):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info, record.exc_text = None, None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_dramatiq_noise(logger: logging.Logger) -> None:
+    """Install :class:`DramatiqNoise` on ``logger`` (once)."""
+    if not any(isinstance(f, DramatiqNoise) for f in logger.filters):
+        logger.addFilter(DramatiqNoise())
+
 
 Recorder = Callable[..., Any]
 _FIELDS = {
@@ -100,10 +144,12 @@ class RecordingEncoder(JSONEncoder):
         raise error from None
 
     def _reject(self, data: bytes, reason: str) -> None:
+        queue = getattr(_consuming, "queue", None)
+        log.warning("dead letter from queue %s: %s", queue or "?", reason)
         if self.recorder is None:
             return
         try:
-            self.recorder(reason=reason, body=_body_text(data)[:100_000])
+            self.recorder(reason=reason, body=_body_text(data)[:100_000], queue=queue)
         except Exception:  # recording must never stop the consumer
             log.warning("could not record a dead letter (%s)", reason, exc_info=True)
 
@@ -153,24 +199,44 @@ def _check_fields(fields: Any) -> str | None:
     return None
 
 
+def _reason(message: Any) -> str:
+    exc = getattr(message, "_exception", None)
+    if exc is None:
+        return "dead-lettered"
+    if type(exc).__name__ == "ActorNotFound":
+        return f"unknown stage: no actor named {message.actor_name!r}"
+    if isinstance(exc, Refused):
+        return str(exc)
+    if type(exc).__name__ == "StepFailed":
+        return f"step failed for good: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class DeadLetterRecorder(Middleware):
     """Records every message Dramatiq is about to dead-letter, with the reason."""
 
     def __init__(self) -> None:
         self.recorder: Recorder | None = None
 
+    def after_consumer_thread_boot(self, broker: Any, thread: Any) -> None:
+        # Bodies are decoded on the consumer thread: an undecodable one is recorded
+        # with this queue. Dramatiq's lines about dead letters give way to ours.
+        _consuming.queue = getattr(thread, "queue_name", None)
+        for name in NOISY_LOGGERS:
+            quiet_dramatiq_noise(logging.getLogger(name))
+        if isinstance(getattr(thread, "logger", None), logging.Logger):
+            quiet_dramatiq_noise(thread.logger)
+
     def before_nack(self, broker: Any, message: Any) -> None:
+        reason = _reason(message)
+        log.warning(
+            "dead letter from queue %s: %s (message %s)",
+            message.queue_name,
+            reason,
+            message.message_id,
+        )
         if self.recorder is None:
             return
-        exc = getattr(message, "_exception", None)
-        if exc is None:
-            reason = "dead-lettered"
-        elif type(exc).__name__ == "ActorNotFound":
-            reason = f"unknown stage: no actor named {message.actor_name!r}"
-        elif type(exc).__name__ == "StepFailed":
-            reason = f"step failed for good: {exc}"
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
         kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
         try:
             self.recorder(

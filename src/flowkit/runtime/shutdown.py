@@ -7,11 +7,17 @@ behind it by up to the shutdown timeout. Here the worker threads stop taking
 work first, and while the running steps finish, every message waiting in the
 process is handed back to RabbitMQ (``basic_nack`` with ``requeue``) for
 another worker to take now.
+
+A worker thread already blocked in the work queue's ``get()`` when the stop
+begins can still be handed one more message; the step's actor asks
+:func:`hand_back` first, so a thread told to stop returns it to RabbitMQ
+instead of starting the step.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from functools import partial
 from queue import Empty
@@ -19,11 +25,44 @@ from typing import Any
 
 import dramatiq
 
-__all__ = ["stop_worker"]
+__all__ = ["hand_back", "handing_back", "stop_worker"]
 
 log = logging.getLogger("flowkit.worker")
 
 _POLL = 0.05
+_state = threading.local()
+
+
+def handing_back() -> bool:
+    """Whether this thread just handed its message back (Dramatiq's ack of it is a no-op)."""
+    return bool(getattr(_state, "handed_back", False))
+
+
+def hand_back(message: Any) -> bool:
+    """Return ``message`` to RabbitMQ if this worker thread was told to stop; whether it did.
+
+    Called by a step's actor before it claims anything. Only a RabbitMQ delivery
+    goes back (``basic_nack`` with ``requeue``); the in-process broker's runs.
+    """
+    thread = threading.current_thread()
+    _state.handed_back = False
+    if getattr(thread, "running", True) is not False:
+        return False
+    consumers = getattr(thread, "consumers", {})
+    consumer = getattr(consumers.get(message.queue_name), "consumer", None)
+    tag = getattr(message, "_tag", None)
+    if consumer is None or tag is None or not hasattr(consumer, "known_tags"):
+        return False
+    consumer.known_tags.discard(tag)
+    try:
+        consumer.connection.add_callback_threadsafe(
+            partial(consumer.channel.basic_nack, tag, requeue=True)
+        )
+    except Exception:  # the connection is gone: RabbitMQ requeues it anyway
+        log.debug("could not return message %s", message.message_id, exc_info=True)
+    _state.handed_back = True
+    log.info("worker stopping: message %s returned to the broker, not run", message.message_id)
+    return True
 
 
 def stop_worker(worker: dramatiq.Worker, timeout: float) -> None:

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -103,6 +103,10 @@ steps = sa.Table(
     sa.Column("worker_id", sa.String(32), nullable=True),
     # The trace context of the attempt that recorded the outcome: a join's span links to it.
     sa.Column("trace_context", JSONType, nullable=True),
+    # When the recovery sweep last re-published the step's message, and how many
+    # times since it was queued (its publish lease grows with each).
+    sa.Column("republished_at", Timestamp, nullable=True),
+    sa.Column("republishes", sa.Integer, nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
     sa.Index("ix_flowkit_steps_limit", "limit_key", "status"),
@@ -178,6 +182,9 @@ workers = sa.Table(
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("heartbeat_at", Timestamp, nullable=False),
     sa.Column("stopped_at", Timestamp, nullable=True),
+    # As of heartbeat_at, a worker thread has been free without a break since then
+    # (NULL: every thread busy): the evidence that its queues hold no ready message.
+    sa.Column("free_since", Timestamp, nullable=True),
     sa.Index("ix_flowkit_workers_heartbeat", "heartbeat_at"),
 )
 

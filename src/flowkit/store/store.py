@@ -11,6 +11,7 @@ from .migrate import check_schema, ensure_schema
 from .queries import Queries
 from .reads import Reads
 from .runs import Runs
+from .sweep import Sweep
 from .workers import Workers
 
 __all__ = ["Store"]
@@ -22,7 +23,7 @@ class Store(Reads):
     The read queries (:class:`~.reads.Reads`) are its own methods; the writes
     are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
     (signals, cancel, deadlines, redrive), :attr:`dead_letters`,
-    :attr:`llm_cache` and :attr:`workers`; :attr:`queries` reads runs page by
+    :attr:`llm_cache`, :attr:`workers` and :attr:`sweep`; :attr:`queries` reads runs page by
     page for a dashboard, :attr:`in_use` what its limits use now. Every part
     shares one :class:`~.db.Database`.
 
@@ -46,6 +47,8 @@ class Store(Reads):
         self.llm_cache = LLMCache(db)
         #: worker processes and their heartbeats (see :mod:`.workers`)
         self.workers = Workers(db)
+        #: the recovery sweep's passes, decided from evidence (see :mod:`.sweep`)
+        self.sweep = Sweep(db)
         #: filtered pages of runs, cached counts (see :mod:`.queries`)
         self.queries = Queries(db)
         #: how much of each limit is in use now (see :mod:`.inuse`)

@@ -23,7 +23,8 @@ live         settled item failed for good     failed          :func:`record`
 live         attempt failed, retries left     queued          :func:`schedule_retry`
 live         attempt failed for good          failed          :func:`fail_step`
 live         run already over                 cancelled       :func:`cancel_if_run_over`
-running      lease passed (worker gone)       queued          :func:`requeue_expired`
+running      lease passed (worker gone)       queued          :func:`requeue_expired`, :mod:`.sweep`
+running      its worker's heartbeat stopped   queued          :meth:`.sweep.Sweep.run_pass`
 waiting      counter moved                    waiting         :func:`move_counter`
 waiting      counter reached zero             queued          :func:`open_step`
 waiting      signal wait timed out            queued/failed   :func:`open_step`, :func:`fail_wait`

@@ -9,14 +9,15 @@ not ``alive`` once its last heartbeat is older than ``stale_after``. The claim
 (:meth:`Runs.claim <flowkit.store.Runs.claim>`) writes the worker's id on the
 step, so the steps a worker is running are a query away.
 
-Nothing here decides anything about steps: a step's lease, not its worker's
-heartbeat, is what lets the recovery sweep run it again.
+Nothing here changes a step: the recovery sweep (:mod:`.sweep`) reads these rows
+to resume the running steps of a worker whose heartbeat stopped, and to tell a
+lost message from a busy queue (``free_since``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -67,15 +68,22 @@ class Workers:
             )
         return worker_id
 
-    def heartbeat(self, worker_id: str) -> None:
+    def heartbeat(self, worker_id: str, *, free_since: datetime | None = None) -> None:
         """The worker is still running: move its ``heartbeat_at`` to now.
+
+        Parameters:
+            free_since: since when one of its threads has been free without a break
+                (``None``: all are busy): the recovery sweep's evidence that its
+                queues hold no ready message (see :mod:`.sweep`).
 
         Raises:
             StoreError: the database is unavailable (the next beat tries again).
         """
         with self.db.transaction() as conn:
             conn.execute(
-                workers.update().where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
+                workers.update()
+                .where(workers.c.id == worker_id)
+                .values(heartbeat_at=utcnow(), free_since=free_since)
             )
 
     def stopped(self, worker_id: str) -> None:
