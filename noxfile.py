@@ -71,6 +71,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=ONE_PYTHON)
 def bench(session: nox.Session) -> None:
-    """flowkit vs raw Dramatiq on the local RabbitMQ and PostgreSQL (python -m bench)."""
-    session.install("-e", ".[dev]")
+    """flowkit vs raw Dramatiq, Celery and DBOS on the local RabbitMQ and PostgreSQL
+    (python -m bench; the peers come with the bench extra)."""
+    session.install("-e", ".[dev,bench]")
     session.run("python", "-m", "bench", *session.posargs)

@@ -1,12 +1,40 @@
-"""Benchmark flowkit against raw Dramatiq on the same RabbitMQ, side by side.
+"""Benchmark flowkit against raw Dramatiq, Celery and DBOS on the same RabbitMQ and
+PostgreSQL, side by side in one run.
 
     python -m bench [--items 2000] [--latency 200] [--fan 1000] [--store-runs 1000000]
-                    [--only pipeline,latency,fanout,store,dashboard,memory,embedded]
+                    [--submit-runs 2000] [--submit-many 10000] [--batch 1000]
+                    [--concurrency-runs 200] [--stage-threads N]
+                    [--peers raw,raw_confirm,celery,dbos,flowkit] [--only SCENARIO,...]
                     [--out bench/results]
 
-Needs RabbitMQ and PostgreSQL (``BENCH_AMQP``, ``BENCH_PG``; defaults are the
-local ones). Each scenario is bounded in time; the table is printed and the
-figures are written as JSON.
+The scenarios, in the order the default run takes them (about 20 minutes in all on a
+2-core machine, measured 2026-12-01; each is bounded in time and runs in fresh databases
+and vhosts):
+
+    pipeline     6-stage no-op pipeline, 2,000 items submitted one by one, 1 x 8 threads
+                 and 2 x 8, two pairs each in A B A B order; each pair runs every peer:
+                 raw Dramatiq confirms off (the baseline) and on, Celery, DBOS, flowkit
+                 chained (the default worker)                                  (~11 min)
+    stages       flowkit with one ``--stages sN`` worker per stage (no chaining possible)
+                 against raw Dramatiq confirms off, same pairs                  (~4 min)
+    latency      200 items one at a time, every peer                            (~1 min)
+    submit       2,000 sequential ``submit`` and 10,000 ``submit_many`` (1,000 a batch),
+                 no worker running                                               (~10 s)
+    fanout       1,000 children -> join against a raw Dramatiq group callback    (~15 s)
+    concurrency  200 one-second steps on a stage limited to 2 at once, 1 x 8 threads:
+                 how busy the two slots are kept (100 s at the least)           (~2 min)
+    store        1,000,000 runs: CLI and in-process query times                  (~40 s)
+    dashboard    the dashboard's pages and API on 1,000,000 runs                 (~30 s)
+    memory       a worker's RSS, idle and after each 2,000 steps                 (~15 s)
+    embedded     the exceptions example on the memory broker and SQLite          (~15 s)
+
+Celery and DBOS are optional (``pip install '.[bench]'``): a peer that is not installed
+is shown as such and the run goes on. ``flowkit_nochain`` (``flowkit worker --no-chain``)
+is a peer on request (``--peers ...,flowkit_nochain``).
+
+Needs RabbitMQ and PostgreSQL (``BENCH_AMQP``, ``BENCH_PG``; defaults are the local
+ones). The table is printed and the figures are written as JSON under ``--out``; the
+workers' output goes to ``--out``/logs.
 """
 
 from __future__ import annotations
@@ -17,319 +45,24 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
-PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-PY = sys.executable
-
-
-def _pg_admin(sql: str) -> None:
-    with psycopg.connect(PG, autocommit=True) as c:
-        c.execute(sql)
-
-
-class Env:
-    """A fresh database and RabbitMQ vhost for one benchmark run."""
-
-    def __init__(self) -> None:
-        tag = uuid.uuid4().hex[:8]
-        self.db = f"flowkit_bench_{tag}"
-        self.vhost = f"flowkit-bench-{tag}"
-
-    def __enter__(self) -> Env:
-        _pg_admin(f'CREATE DATABASE "{self.db}"')
-        subprocess.run(["rabbitmqctl", "add_vhost", self.vhost], capture_output=True, check=True)
-        subprocess.run(
-            ["rabbitmqctl", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-            capture_output=True,
-            check=True,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["rabbitmqctl", "delete_vhost", self.vhost], capture_output=True)
-        _pg_admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-
-    @property
-    def amqp(self) -> str:
-        return AMQP.rstrip("/") + "/" + self.vhost
-
-    @property
-    def pg(self) -> str:
-        return PG.rsplit("/", 1)[0] + "/" + self.db
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "BENCH_AMQP": self.amqp,
-            "FLOWKIT_BROKER_URL": self.amqp,
-            "FLOWKIT_DATABASE_URL": self.pg,
-            "PYTHONPATH": str(ROOT),
-        }
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not done within {timeout}s")
-        time.sleep(0.02)  # a benchmark harness polling its own results
-
-
-def _start(env: Env, argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv, env=env.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
-    )
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def _workers(
-    env: Env, kind: str, processes: int, threads: int = 8
-) -> list[subprocess.Popen[bytes]]:
-    if kind == "raw":
-        queues = [f"raw.s{i}" for i in range(6)] + ["raw.fan"]
-        argv = [
-            PY,
-            "-m",
-            "dramatiq",
-            "bench.raw_app",
-            "--processes",
-            str(processes),
-            "--threads",
-            str(threads),
-            "--queues",
-            *queues,
-        ]
-        return [_start(env, argv)]
-    argv = [
-        PY,
-        "-m",
-        "flowkit",
-        "worker",
-        "bench/fk_app.py:app",
-        "--processes",
-        str(processes),
-        "--threads",
-        str(threads),
-    ]
-    return [_start(env, argv)]
-
-
-def _raw_app(env: Env) -> Any:
-    """``bench.raw_app`` with its broker pointed at ``env``'s vhost (each Env is a new vhost)."""
-    import importlib
-
-    sys.path.insert(0, str(ROOT))
-    os.environ["BENCH_AMQP"] = env.amqp
-    raw_app = importlib.import_module("bench.raw_app")
-    broker = raw_app.broker
-    broker.close()
-    broker.state.__dict__.clear()  # the thread-local connection and channel of the old vhost
-    broker.parameters = pika.URLParameters(env.amqp)
-    broker.queues_pending = set(broker.queues)  # declare them again in the new vhost
-    return raw_app
-
-
-def _done_reports(env: Env, n: int, timeout: float) -> list[tuple[float, float]]:
-    """Consume ``n`` reports from raw Dramatiq's bench.done queue: (started, finished)."""
-    conn = pika.BlockingConnection(pika.URLParameters(env.amqp))
-    ch = conn.channel()
-    ch.queue_declare(
-        "bench.done",
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "bench.done.XQ"},
-    )
-    out: list[tuple[float, float]] = []
-    deadline = time.monotonic() + timeout
-    for _method, _props, body in ch.consume("bench.done", auto_ack=True, inactivity_timeout=1):
-        if body is not None:
-            args = json.loads(body)["args"]
-            out.append((args[1], args[2]))
-        if len(out) >= n or time.monotonic() > deadline:
-            break
-    ch.cancel()
-    conn.close()
-    if len(out) < n:
-        raise TimeoutError(f"raw Dramatiq finished {len(out)} of {n} items in {timeout}s")
-    return out
-
-
-def run_raw_pipeline(
-    env: Env, items: int, processes: int, sequential: bool = False
-) -> dict[str, Any]:
-    procs = _workers(env, "raw", processes)
-    try:
-        raw_app = _raw_app(env)
-        raw_app.pipeline_for(-1).run()  # warm-up, also declares the queues
-        _done_reports(env, 1, 60)
-        t0 = time.time()
-        reports = []
-        if sequential:
-            for i in range(items):
-                raw_app.pipeline_for(i).run()
-                reports += _done_reports(env, 1, 30)
-        else:
-            for i in range(items):
-                raw_app.pipeline_for(i).run()
-            reports = _done_reports(env, items, 300)
-        wall = max(f for _, f in reports) - t0
-        lat = sorted(f - s for s, f in reports)
-        return _figures(items, wall, lat)
-    finally:
-        _stop(procs)
-
-
-def run_fk_pipeline(
-    env: Env, items: int, processes: int, sequential: bool = False
-) -> dict[str, Any]:
-    procs = _workers(env, "fk", processes)
-    sys.path.insert(0, str(ROOT))
-    from bench import fk_app
-
-    app = fk_app.app
-    app.close()
-    app.configure(broker_url=env.amqp, database_url=env.pg, embedded_worker=False)
-    try:
-        fk_app.pipeline.submit(-1).wait(timeout=60)  # warm-up
-        t0 = time.time()
-        runs = []
-        if sequential:
-            for i in range(items):
-                run = fk_app.pipeline.submit(i)
-                run.wait(timeout=30)
-                runs.append(run.id)
-        else:
-            runs = [fk_app.pipeline.submit(i).id for i in range(items)]
-            with psycopg.connect(env.pg) as c:
-
-                def done() -> bool:
-                    n = c.execute(
-                        "SELECT count(*) FROM flowkit_runs WHERE status = 'succeeded' "
-                        "AND id = ANY(%s)",
-                        (runs,),
-                    ).fetchone()[0]
-                    c.commit()
-                    return int(n) >= items
-
-                _wait(done, 300, "flowkit pipeline")
-        with psycopg.connect(env.pg) as c:
-            rows = c.execute(
-                "SELECT extract(epoch from created_at), extract(epoch from finished_at) "
-                "FROM flowkit_runs WHERE id = ANY(%s)",
-                (runs,),
-            ).fetchall()
-        wall = max(float(f) for _, f in rows) - t0
-        lat = sorted(float(f) - float(s) for s, f in rows)
-        return _figures(items, wall, lat)
-    finally:
-        app.close()
-        _stop(procs)
-
-
-def _figures(items: int, wall: float, lat: list[float]) -> dict[str, Any]:
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
-
-    return {
-        "items": items,
-        "seconds": round(wall, 3),
-        "throughput": round(items / wall, 1),
-        "p50_ms": round(pct(0.5), 2),
-        "p95_ms": round(pct(0.95), 2),
-        "p99_ms": round(pct(0.99), 2),
-    }
-
-
-def scenario_pipeline(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    for processes in (1, 2):
-        pairs = []
-        for _ in range(2):  # A B A B
-            with Env() as env:
-                raw = run_raw_pipeline(env, args.items, processes)
-            with Env() as env:
-                fk = run_fk_pipeline(env, args.items, processes)
-            pairs.append(
-                {
-                    "raw": raw,
-                    "flowkit": fk,
-                    "throughput_ratio": round(fk["throughput"] / raw["throughput"], 3),
-                    "p50_ratio": round(fk["p50_ms"] / raw["p50_ms"], 3),
-                }
-            )
-        results[f"pipeline_{processes}p"] = pairs
-
-
-def scenario_latency(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    with Env() as env:
-        raw = run_raw_pipeline(env, args.latency, 1, sequential=True)
-    with Env() as env:
-        fk = run_fk_pipeline(env, args.latency, 1, sequential=True)
-    results["latency"] = {
-        "raw": raw,
-        "flowkit": fk,
-        "p50_ratio": round(fk["p50_ms"] / raw["p50_ms"], 3),
-    }
-
-
-def scenario_fanout(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    with Env() as env:
-        import dramatiq
-
-        raw_app = _raw_app(env)
-        # Dramatiq's group barrier lives in an in-memory backend here, so the
-        # group runs in this process: a worker elsewhere would not see it.
-        worker = dramatiq.Worker(raw_app.broker, queues={"raw.fan"}, worker_threads=8)
-        worker.start()
-        try:
-            started = time.time()
-            g = dramatiq.group(
-                [raw_app.raw_child.message(i) for i in range(args.fan)], broker=raw_app.broker
-            )
-            g.add_completion_callback(raw_app.raw_callback.message(started))
-            g.run()
-            ((s, f),) = _done_reports(env, 1, 300)
-            raw_s = f - s
-        finally:
-            worker.stop()
-    with Env() as env:
-        procs = _workers(env, "fk", 1)
-        from bench import fk_app
-
-        app = fk_app.app
-        app.close()
-        app.configure(broker_url=env.amqp, database_url=env.pg, embedded_worker=False)
-        try:
-            fk_app.fan.submit(2).wait(60)
-            run = fk_app.fan.submit(args.fan)
-            run.wait(300)
-            info = run.info()
-            fk_s = (info.finished_at - info.created_at).total_seconds()  # type: ignore[operator]
-        finally:
-            app.close()
-            _stop(procs)
-    results["fanout"] = {
-        "children": args.fan,
-        "raw_seconds": round(raw_s, 3),
-        "flowkit_seconds": round(fk_s, 3),
-        "ratio": round(fk_s / raw_s, 3),
-    }
+from bench import harness
+from bench.harness import PY, ROOT, Env, start, stop
+from bench.peers import DEFAULT_PEERS, PEERS
+from bench.scenarios import (
+    scenario_concurrency,
+    scenario_fanout,
+    scenario_latency,
+    scenario_pipeline,
+    scenario_stages,
+    scenario_submit,
+)
+from bench.table import table
 
 
 def scenario_store(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -495,7 +228,8 @@ def scenario_memory(args: argparse.Namespace, results: dict[str, Any]) -> None:
         return round(total / 1024, 1)
 
     with Env() as env:
-        proc = _start(env, [PY, "-m", "flowkit", "worker", "bench/fk_app.py:app", "--threads", "8"])
+        argv = [PY, "-m", "flowkit", "worker", "bench/fk_app.py:app", "--threads", "8"]
+        proc = start(env, argv, "fk-memory")
         from bench import fk_app
 
         app = fk_app.app
@@ -513,7 +247,7 @@ def scenario_memory(args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["memory"] = {"idle_mb": idle, "after_each_2000_steps_mb": samples}
         finally:
             app.close()
-            _stop([proc])
+            stop([proc])
 
 
 def _children(pid: int) -> list[int]:
@@ -542,10 +276,13 @@ def scenario_embedded(args: argparse.Namespace, results: dict[str, Any]) -> None
     }
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], None]] = {
     "pipeline": scenario_pipeline,
+    "stages": scenario_stages,
     "latency": scenario_latency,
+    "submit": scenario_submit,
     "fanout": scenario_fanout,
+    "concurrency": scenario_concurrency,
     "store": scenario_store,
     "dashboard": scenario_dashboard,
     "memory": scenario_memory,
@@ -553,25 +290,78 @@ SCENARIOS = {
 }
 
 
-def main() -> int:
+def _versions() -> dict[str, str | None]:
+    """The versions of the peers' packages (``None``: not installed)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("flowkit", "dramatiq", "celery", "dbos", "psycopg", "SQLAlchemy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _peer_errors(node: Any, path: str = "") -> list[str]:
+    """Where a peer's run recorded an error, anywhere in the results."""
+    if isinstance(node, dict):
+        found = [path] if "error" in node else []
+        for k, v in node.items():
+            found += _peer_errors(v, f"{path}.{k}" if path else str(k))
+        return found
+    if isinstance(node, list):
+        return [e for i, v in enumerate(node) for e in _peer_errors(v, f"{path}[{i}]")]
+    return []
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--items", type=int, default=2000)
-    p.add_argument("--latency", type=int, default=200)
-    p.add_argument("--fan", type=int, default=1000)
-    p.add_argument("--store-runs", type=int, default=1_000_000)
-    p.add_argument("--only", default=",".join(SCENARIOS))
+    p.add_argument("--items", type=int, default=2000, help="pipeline and stages items")
+    p.add_argument("--latency", type=int, default=200, help="latency: sequential items")
+    p.add_argument("--fan", type=int, default=1000, help="fanout: children")
+    p.add_argument("--store-runs", type=int, default=1_000_000, help="store, dashboard: runs")
+    p.add_argument("--submit-runs", type=int, default=2000, help="submit: sequential runs")
+    p.add_argument("--submit-many", type=int, default=10_000, help="submit: submit_many runs")
+    p.add_argument("--batch", type=int, default=1000, help="submit: submit_many batch size")
+    p.add_argument(
+        "--concurrency-runs", type=int, default=200, help="concurrency: one-second steps"
+    )
+    p.add_argument(
+        "--stage-threads",
+        type=int,
+        default=None,
+        help="stages: threads per stage worker (default: ceil(8 x processes / 6))",
+    )
+    p.add_argument("--peers", default=",".join(DEFAULT_PEERS), help="pipeline, latency: peers")
+    p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    return p
+
+
+def main() -> int:
+    p = _parser()
     args = p.parse_args()
+    names = args.only.split(",")
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(unknown)} (scenarios: {', '.join(SCENARIOS)})")
+    bad = [n for n in args.peers.split(",") if n not in PEERS]
+    if bad:
+        p.error(f"unknown peer(s) {', '.join(bad)} (peers: {', '.join(PEERS)})")
+    harness.LOG_DIR = Path(args.out) / "logs"
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "versions": _versions(),
     }
     failed = []
-    for name in args.only.split(","):
+    for name in names:
         t = time.perf_counter()
+        print(f"# {name} ...", flush=True)
         try:
             SCENARIOS[name](args, results)
         except Exception as exc:  # one broken scenario does not lose the others' figures
@@ -580,75 +370,15 @@ def main() -> int:
             print(f"# {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
             continue
         print(f"# {name} done in {time.perf_counter() - t:.1f}s", flush=True)
+    errors = _peer_errors({k: v for k, v in results.items() if not k.endswith("_error")})
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
     print(table(results))
+    for where in errors:
+        print(f"# a peer failed at {where} (its workers' output: {harness.LOG_DIR})")
     print(f"written to {path}")
-    return 1 if failed else 0
-
-
-def table(r: dict[str, Any]) -> str:
-    """The figures as a Markdown table (the docs' Performance page shows the same)."""
-    rows = ["| scenario | raw Dramatiq | flowkit | ratio |", "|---|---|---|---|"]
-    for shape in ("1p", "2p"):
-        for i, pair in enumerate(r.get(f"pipeline_{shape}", []), 1):
-            raw, fk = pair["raw"], pair["flowkit"]
-            rows.append(
-                f"| 6-stage pipeline, {shape[0]} process(es) x 8 threads, pair {i}: throughput "
-                f"| {raw['throughput']} items/s | {fk['throughput']} items/s "
-                f"| {pair['throughput_ratio']} |"
-            )
-            rows.append(
-                f"| same pair: p50 latency under load | {raw['p50_ms']} ms | {fk['p50_ms']} ms "
-                f"| {pair['p50_ratio']} |"
-            )
-    if "latency" in r:
-        raw, fk = r["latency"]["raw"], r["latency"]["flowkit"]
-        rows.append(
-            f"| single item latency p50 / p95 / p99 ({raw['items']} sequential) "
-            f"| {raw['p50_ms']} / {raw['p95_ms']} / {raw['p99_ms']} ms "
-            f"| {fk['p50_ms']} / {fk['p95_ms']} / {fk['p99_ms']} ms | {r['latency']['p50_ratio']} |"
-        )
-    if "fanout" in r:
-        f = r["fanout"]
-        rows.append(
-            f"| fan-out {f['children']} -> join | {f['raw_seconds']} s (group callback) "
-            f"| {f['flowkit_seconds']} s (durable join) | {f['ratio']} |"
-        )
-    if "store" in r:
-        st = r["store"]
-        rows.append(
-            f"| {st['runs']:,} runs, CLI wall time: runs list --status failed / runs show / "
-            f"status (interpreter start {st['cli_startup_ms']} ms included) | | "
-            f"{st['runs_list_failed_ms']} / {st['runs_show_ms']} / {st['status_ms']} ms | |"
-        )
-        q = st.get("queries")
-        if q:
-            rows.append(
-                f"| {st['runs']:,} runs, the same queries in a running process (median of 5) "
-                f"| | {q['runs_list_failed_ms']} / {q['runs_show_ms']} / {q['status_ms']} ms | |"
-            )
-    if "dashboard" in r:
-        d = dict(r["dashboard"])
-        n = d.pop("runs")
-        for name, value in d.items():
-            rows.append(
-                f"| dashboard on {n:,} runs: {name} (server time, median of 5) | | {value} ms | |"
-            )
-    if "memory" in r:
-        m = r["memory"]
-        rows.append(
-            f"| worker RSS idle / after each 2,000 steps | | {m['idle_mb']} MB / "
-            f"{', '.join(str(x) for x in m['after_each_2000_steps_mb'])} MB | |"
-        )
-    if "embedded" in r:
-        e = r["embedded"]
-        rows.append(
-            f"| embedded (memory broker + SQLite): exception example | | "
-            f"{e['runs_per_s']} runs/s ({e['exceptions']} in {e['seconds']} s) | |"
-        )
-    return "\n".join(rows)
+    return 1 if failed or errors else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""flowkit's side of the benchmark: the same six no-op stages, and a 1,000-item fan-out."""
+"""flowkit's side of the benchmark: the same six no-op stages, a 1,000-item fan-out, and a
+one-second step limited to two at a time (the concurrency scenario)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import flowkit
@@ -35,4 +37,17 @@ def callback(xs: list[int]) -> int:
     return len(xs)
 
 
-app = flowkit.App("bench", flows=[pipeline, fan])
+#: How long the concurrency-limited step sleeps, and how many of it may run at once.
+OCR_SECONDS = 1.0
+OCR_CONCURRENCY = 2
+
+
+@flowkit.stage(name="ocr", queue="fk.ocr", retries=0, concurrency=OCR_CONCURRENCY)
+def ocr(x: int) -> int:
+    time.sleep(OCR_SECONDS)  # an OCR call's wall time, holding one of the two slots
+    return x
+
+
+limited = flowkit.Pipeline("bench-ocr", [ocr])
+
+app = flowkit.App("bench", flows=[pipeline, fan, limited])
