@@ -22,12 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import faultkit
 import pika
 import pytest
+from fault_fixtures import checker_fixture, fk_fixture, load_fixture  # noqa: F401 - fixtures
 from faultkit import TARGET, Checker, Submitter
 from helpers import (  # noqa: F401 - fixtures
     Workers,
@@ -43,40 +44,6 @@ from helpers import (  # noqa: F401 - fixtures
 import flowkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-@pytest.fixture
-def fk(pg_url: str, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The fault flows' App on this test's database, the ledger made, queues purged."""
-    import fault_flows
-    import psycopg
-
-    monkeypatch.setenv("FLOWKIT_DATABASE_URL", pg_url)
-    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        for ddl in fault_flows.LEDGER_DDL:
-            conn.execute(ddl)
-    with bound_app(fault_flows.app, pg_url, rabbitmq_url):
-        yield fault_flows
-
-
-@pytest.fixture
-def checker(pg_url: str, request: pytest.FixtureRequest) -> Checker:
-    return Checker(pg_url, request)
-
-
-@pytest.fixture
-def load() -> Iterator[Callable[..., Submitter]]:
-    """Start a :class:`Submitter`; a failing test never leaves one submitting."""
-    made: list[Submitter] = []
-
-    def start(flow: Any, n: int, **kwargs: Any) -> Submitter:
-        made.append(Submitter(flow, n, **kwargs))
-        return made[-1]
-
-    yield start
-    for s in made:
-        s.halt.set()
-        s.join(30)
 
 
 def running_steps(url: str) -> int:
