@@ -13,20 +13,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import starting
 from ._types import parse_duration_ms
 from .config import Settings, mask_url
-from .errors import (
-    ConfigurationError,
-    EventNotSubscribed,
-    FlowDefinitionError,
-    FlowNotFound,
-    RunNotFound,
-)
+from .errors import ConfigurationError, FlowNotFound, RunNotFound
 from .flows import Flow
 from .names import validate_name
 from .observability import Observer, Observers
 from .records import RetryPreview, RunInfo
-from .run import Finishes, Run, check_submit
+from .run import Finishes, Run
 from .status import RunStatus
 
 if TYPE_CHECKING:
@@ -111,15 +106,7 @@ class App:
         timer_hop: str | float | None = None,
     ) -> None:
         self.name = validate_name(name, what="App name")
-        self._flows: dict[str, Flow] = {}
-        for flow in flows:
-            if not isinstance(flow, Flow):
-                raise FlowDefinitionError(f"App {name!r}: {flow!r} is not a Pipeline or Workflow")
-            if flow.name in self._flows:
-                raise FlowDefinitionError(f"App {name!r}: two flows are named {flow.name!r}")
-            self._flows[flow.name] = flow
-        for flow in self._flows.values():
-            flow._bind(self)
+        self._flows = starting.bind_flows(self, flows)
         self._broker_url = broker_url
         self._database_url = database_url
         self._security: dict[str, Any] = {
@@ -127,11 +114,7 @@ class App:
             "max_payload_bytes": max_payload_bytes,
             "max_payload_depth": max_payload_depth,
         }
-        if max_priority is not None and not (
-            isinstance(max_priority, int) and 0 < max_priority <= 255
-        ):
-            raise ConfigurationError("max_priority must be an integer in 1..255")
-        self.max_priority = max_priority
+        self.max_priority = starting.check_max_priority(max_priority)
         #: hooks called by the runtime (metrics, tracing); see :mod:`flowkit.observability`
         self.observers = Observers(observers)
         #: default model for :mod:`flowkit.llm` (else ``$FLOWKIT_LLM_MODEL``)
@@ -344,12 +327,41 @@ class App:
                 (``flowkit recover`` or the next ``flowkit dev`` publishes it).
             StoreError: the database is unavailable.
         """
-        f = self._resolve(flow)
-        check_submit(key, priority, self.max_priority)
-        engine = self.engine
-        self._maybe_start_embedded()
-        run_id, created = engine.submit(engine.flow(f.name), input, key=key, priority=priority)
-        return Run(self, run_id, f.name, created=created)
+        return starting.submit(self, flow, input, key=key, priority=priority)
+
+    def submit_many(
+        self,
+        flow: Flow | str,
+        inputs: Iterable[Any],
+        *,
+        keys: Iterable[str] | None = None,
+        priority: int | None = None,
+    ) -> list[Run]:
+        """Start one run per input as :meth:`submit` does, in one transaction and one batch
+        of publishes. Every input is validated first: if any is invalid, nothing is stored
+        or sent. A key that already names a run returns that run, as :meth:`submit` does, so
+        a batch that raised ``BrokerError`` may be submitted again with the same keys.
+
+        Parameters:
+            flow: a flow of this App, or its name.
+            inputs: values of the first stage's input type (models or dicts).
+            keys: one idempotency key per input, all different; or ``None``.
+            priority: RabbitMQ priority of every message of the runs, as for :meth:`submit`.
+
+        Returns:
+            one :class:`Run` per input, in order; ``run.created`` says whether it is new.
+
+        Raises:
+            InputValidationError: ``errors`` holds the errors of every invalid input, each
+                ``loc`` starting with the input's index; nothing was stored or sent.
+            ConfigurationError: not one valid key per input, a key given twice, or an
+                invalid ``priority``.
+            FlowNotFound, BrokerError, StoreError: as for :meth:`submit` (after the commit,
+                ``BrokerError`` means the runs are stored and recovery sends them).
+
+        .. versionadded:: 0.3
+        """
+        return starting.submit_many(self, flow, inputs, keys=keys, priority=priority)
 
     def emit(self, event: str, payload: Any, *, key: str | None = None) -> list[Run]:
         """Start every flow subscribed to ``event`` (``Workflow(on=...)``) with ``payload``.
@@ -369,30 +381,11 @@ class App:
             EventNotSubscribed: no flow subscribes to ``event``.
             InputValidationError: a subscriber rejects the payload; nothing started.
         """
-        flows = [f for f in self.flows if event in f.events]
-        if not flows:
-            known = sorted({e for f in self.flows for e in f.events})
-            raise EventNotSubscribed(
-                f"no flow of App {self.name!r} subscribes to event {event!r} "
-                f"(events: {', '.join(known) or 'none'})"
-            )
-        engine = self.engine
-        graphs = [engine.flow(f.name) for f in flows]
-        payloads = [(g, engine.validate_input(g, payload)) for g in graphs]
-        self._maybe_start_embedded()
-        runs = []
-        for f, data in payloads:
-            run_id, created = engine.start(f, data, key=key)
-            runs.append(Run(self, run_id, f.name, created=created))
-        return runs
+        return starting.emit(self, event, payload, key=key)
 
     def events(self) -> dict[str, list[str]]:
         """Each event name and the flows it starts."""
-        out: dict[str, list[str]] = {}
-        for f in self.flows:
-            for e in f.events:
-                out.setdefault(e, []).append(f.name)
-        return out
+        return starting.events(self.flows)
 
     def run(self, run_id: str) -> Run:
         """A handle on an existing run.
@@ -423,13 +416,6 @@ class App:
         """
         return self.engine.recover(older_than=older_than, all_running=all_running, force=force)
 
-    def _resolve(self, flow: Flow | str) -> Flow:
-        if isinstance(flow, Flow):
-            if flow.name not in self._flows or self._flows[flow.name] is not flow:
-                raise FlowNotFound(f"flow {flow.name!r} is not part of App {self.name!r}")
-            return flow
-        return self.flow(flow)
-
     # -- in-process workers ----------------------------------------------------
     def _maybe_start_embedded(self) -> None:
         embedded = self._embedded_worker
@@ -439,7 +425,11 @@ class App:
             self.start_worker()
 
     def start_worker(
-        self, *, queues: Iterable[str] | None = None, threads: int | None = None
+        self,
+        *,
+        queues: Iterable[str] | None = None,
+        threads: int | None = None,
+        chain: bool = True,
     ) -> dramatiq.Worker:
         """Start Dramatiq worker threads for this App inside this process.
 
@@ -448,6 +438,8 @@ class App:
         serves flowkit's control queue (run deadlines), and registers itself in
         the database (``store.workers``), beating every ``$FLOWKIT_HEARTBEAT_SECONDS``
         (5) seconds and sweeping (:mod:`flowkit.runtime.sweep`); its claims record its id.
+        A step whose successor is on a queue it serves runs that successor next in the
+        same thread, unless ``chain=False`` (``flowkit worker --no-chain``).
         """
         from .runtime.embedded import EmbeddedWorker  # the runtime loads on first use
         from .runtime.sweep import Presence
@@ -457,6 +449,7 @@ class App:
                 self._worker = EmbeddedWorker(self.broker, in_process=self.settings.embedded)
             if self._beat is None:  # registered before the threads claim anything
                 self._beat = Presence(self.engine, queues=queues, threads=threads or self.threads)
+            self.engine.serve(self.queues() if queues is None else queues, chain=chain)
             return self._worker.start(queues=queues, threads=threads or self.threads)
 
     def stop_worker(self, *, timeout: float = 30.0) -> None:
@@ -475,7 +468,10 @@ class App:
     def close(self) -> None:
         """Stop the in-process worker and close broker and database connections."""
         self.stop_worker()
+        self.finishes.close()  # the listener of Run.wait, if one started
         with self._lock:
+            if self._engine is not None:  # pending messages out first (bounded), then the broker
+                self._engine.publisher.close()
             if self._broker is not None:
                 self._broker.close()
             if self._store is not None:

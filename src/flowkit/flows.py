@@ -11,7 +11,7 @@ reads: the entry steps, each step's parents and children, which steps fan out
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._types import is_assignable, parse_duration_ms, type_name
@@ -163,6 +163,19 @@ class Flow:
     def submit(self, input: Any, *, key: str | None = None, priority: int | None = None) -> Run:
         """Start a run of this flow; see :meth:`flowkit.App.submit`."""
         return self.app.submit(self, input, key=key, priority=priority)
+
+    def submit_many(
+        self,
+        inputs: Iterable[Any],
+        *,
+        keys: Iterable[str] | None = None,
+        priority: int | None = None,
+    ) -> list[Run]:
+        """Start one run per input, in one transaction; see :meth:`flowkit.App.submit_many`.
+
+        .. versionadded:: 0.3
+        """
+        return self.app.submit_many(self, inputs, keys=keys, priority=priority)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {', '.join(self.steps)}>"

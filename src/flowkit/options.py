@@ -53,10 +53,12 @@ class StageKeywords(TypedDict, total=False):
     ``queue``: a queue name or a :class:`~flowkit.Queue` (default ``"default"``).
     ``retries`` (default 3), ``min_backoff`` (``"1s"``), ``max_backoff`` (``"5m"``),
     ``timeout``, ``priority`` (0..255, default: the queue's), ``concurrency``,
-    ``concurrency_key``, ``rate_limit`` (``"10/s"``) and ``rate_limit_key``: see
-    :func:`flowkit.stage`.
+    ``concurrency_key``, ``rate_limit`` (``"10/s"``), ``rate_limit_key`` and ``chain``
+    (default ``True``): see :func:`flowkit.stage`.
 
     .. versionadded:: 0.2
+    .. versionchanged:: 0.3
+       ``chain``.
     """
 
     name: str | None
@@ -70,6 +72,7 @@ class StageKeywords(TypedDict, total=False):
     concurrency_key: Callable[[Any], Any] | None
     rate_limit: str | RateLimit | None
     rate_limit_key: Callable[[Any], Any] | None
+    chain: bool
 
 
 class StepKeywords(StageKeywords, total=False):
@@ -114,6 +117,7 @@ class StepOptions:
         delay_ms: how long to wait before running once the step is ready.
         wait_timeout_ms: for a signal wait, how long to wait for the signal once the
             parents are done (``None``: forever).
+        chain: whether the step may run in its parent's thread, with no broker hop.
 
     .. versionadded:: 0.2
     """
@@ -131,6 +135,7 @@ class StepOptions:
     wait_for: str | None
     delay_ms: int | None
     wait_timeout_ms: int | None
+    chain: bool = True
 
     @classmethod
     def parse(cls, default_name: str, /, **options: Unpack[OptionKeywords]) -> Self:
@@ -178,6 +183,9 @@ class StepOptions:
         wait_for = options.get("wait_for")
         wait_for = validate_name(wait_for, what=f"{what} wait_for") if wait_for else None
         delay_ms = parse_duration_ms(options.get("delay"), what=f"{what} delay")
+        chain = options.get("chain", True)
+        if not isinstance(chain, bool):
+            raise ConfigurationError(f"{what}: chain must be True or False, got {chain!r}")
         if wait_for and inputs:
             raise FlowDefinitionError(
                 f"{what}: a step that waits for a signal has at most one parent"
@@ -196,6 +204,7 @@ class StepOptions:
             wait_for=wait_for,
             delay_ms=delay_ms,
             wait_timeout_ms=parse_duration_ms(options.get("wait_timeout"), what=f"step {name!r}"),
+            chain=chain,
         )
 
 

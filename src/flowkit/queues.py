@@ -3,8 +3,9 @@
 Limits hold across every worker process: they are checked in the database,
 in the same transaction that claims the step, under a lock per limit key
 (an advisory lock on PostgreSQL; SQLite serialises writers anyway). A step
-over a limit is put off and sent again later: it is not failed and the delay
-does not count as a retry.
+over a rate limit is put off and sent again later; one over a concurrency limit
+waits until the step that frees a slot hands it over (``flowkit.store.handoff``).
+Either way it is not failed and the wait does not count as a retry.
 
 Accuracy: concurrency limits are exact (a step counts from its claim to the
 end of its attempt; a step of a worker that died counts until RabbitMQ

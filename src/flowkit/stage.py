@@ -83,6 +83,8 @@ class Stage(Generic[In, Out]):
     delay_ms = Option[int | None]()
     #: for a signal wait: how long to wait for the signal once the parents are done
     wait_timeout_ms = Option[int | None]()
+    #: whether the step may run in its parent's thread, with no broker hop (``chain=``)
+    chain = Option[bool]()
 
     def __init__(self, fn: Callable[..., Any], **options: Unpack[OptionKeywords]) -> None:
         if not callable(fn):
@@ -402,6 +404,10 @@ def stage(
             per value of ``rate_limit_key`` when given. A step over a limit waits;
             it is not failed and the wait is not a retry.
         rate_limit_key: a function of the input.
+        chain: ``True`` (default): when the step before it completes in a worker that
+            also serves this step's queue, the same thread runs it at once, with no
+            broker hop (see the Performance guide); ``False``: it always gets its own
+            message.
 
     Returns:
         a :class:`Stage`, still callable as the plain function. Type checkers see
@@ -414,6 +420,8 @@ def stage(
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        typed: ``Stage[Input, Output]`` rather than ``Stage[Any, Any]``.
+    .. versionchanged:: 0.3
+       ``chain``.
     """
 
     check_keywords(options, StageKeywords, what="stage")

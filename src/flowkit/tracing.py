@@ -13,6 +13,7 @@ stored on the run's row, so a signal, a timer, the recovery sweep or a redrive
 in another process continues the run's trace. The spans flowkit makes:
 
 * ``flowkit.submit <flow>``: the run's root, a child of the caller's current span;
+* ``flowkit.submit_many <flow>``: the root of every run of one ``submit_many`` batch;
 * ``flowkit.step <step>``: one per attempt, a child of the span that published its
   message (the step before it, the signal, the redrive), with a link to each item
   for a join;

@@ -173,6 +173,7 @@ def store_backlog(app: Any, pg_url: str, n: int, work_ms: int) -> None:
             for i in range(n)
         ]
     )
+    assert app.engine.publisher.flush(120)  # every message is on the broker, not in hand
 
 
 def test_recover_and_the_sweeps_add_under_1pct_to_a_healthy_backlog(

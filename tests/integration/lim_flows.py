@@ -28,6 +28,18 @@ def per_tenant(job: Job) -> int:
     return job.n
 
 
+#: How long the concurrency-limited OCR step works, and how many may run at once.
+OCR_SECONDS = 0.5
+OCR_CONCURRENCY = 2
+
+
+@flowkit.stage(queue="lim.ocr", concurrency=OCR_CONCURRENCY, retries=0)
+def ocr(job: Job) -> int:
+    threading.Event().wait(OCR_SECONDS)  # simulated work, holding one of the two slots
+    return job.n
+
+
 rated_pipeline = flowkit.Pipeline("lim-rated", [rated])
 tenant_pipeline = flowkit.Pipeline("lim-tenants", [per_tenant])
-app = flowkit.App("lim", flows=[rated_pipeline, tenant_pipeline])
+ocr_pipeline = flowkit.Pipeline("lim-ocr", [ocr])
+app = flowkit.App("lim", flows=[rated_pipeline, tenant_pipeline, ocr_pipeline])

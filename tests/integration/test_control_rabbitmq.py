@@ -195,12 +195,22 @@ def test_a_crash_between_commit_and_publish_is_recovered_by_the_sweep(
         assert ledger(pg_url, f"{run.id}:{step}") == 1
 
 
-def test_a_worker_crash_after_commit_is_resumed_by_the_redelivery(ctl: Any, pg_url: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "second"),
+    [
+        (["--no-chain"], "queued"),  # step two inserted queued, its message not published
+        ([], "running"),  # chained: step two claimed by step one's message, in its thread
+    ],
+)
+def test_a_worker_crash_after_commit_is_resumed_by_the_redelivery(
+    ctl: Any, pg_url: str, flags: list[str], second: str
+) -> None:
     _app, procs = ctl
-    dying = procs.start("worker", TARGET, "--threads", "1", env={"FLOWKIT_FAULT": "after-commit"})
+    env = {"FLOWKIT_FAULT": "after-commit"}
+    dying = procs.start("worker", TARGET, "--threads", "1", *flags, env=env)
     run = ctl_flows.pipeline.submit(5)
     assert dying.wait(60) == 137  # died after recording step one, before publishing two
-    assert [s.status.value for s in run.steps()] == ["succeeded", "queued"]
+    assert [s.status.value for s in run.steps()] == ["succeeded", second]
     procs.start("worker", TARGET, "--threads", "2")
     assert run.result(timeout=60) == 11
     for step in ("one", "two", "three"):

@@ -46,7 +46,7 @@ def test_upgrading_from_0004_keeps_steps_and_workers_without_evidence(database_u
     store = Store(database_url, pool_size=2)
     try:
         store.ensure_schema()
-        assert migrate.current_revision(store.db.sql) == SCHEMA_REVISION == "0005"
+        assert migrate.current_revision(store.db.sql) == SCHEMA_REVISION
         with store.db.transaction() as conn:
             step = conn.execute(sa.select(steps).where(steps.c.id == "s")).one()
             worker = conn.execute(sa.select(workers).where(workers.c.id == "w")).one()

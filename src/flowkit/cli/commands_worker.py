@@ -98,6 +98,12 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         help="worker threads per process (default: threads in [tool.flowkit], else 8)",
     )
     p.add_argument(
+        "--no-chain",
+        action="store_true",
+        help="always hop through the broker between steps (by default a step whose "
+        "successor is on a queue this worker serves runs it next in the same thread)",
+    )
+    p.add_argument(
         "--log-file",
         metavar="PATTERN",
         help="also log to this file, in the --log-format of the console; {index} and {pid} "
@@ -259,7 +265,7 @@ def _serve(args: argparse.Namespace, target: Target, queues: set[str], *, dev: b
         from ..health import serve_health
 
         servers.append(serve_health(app, args.health_port + index))
-    app.start_worker(queues=queues, threads=args.threads)
+    app.start_worker(queues=queues, threads=args.threads, chain=not args.no_chain)
     dashboard = _start_dashboard(app, args.dashboard_port) if dev and args.dashboard_port else None
     flows = ",".join(f.name for f in target.flows)
     log.info(
@@ -327,6 +333,8 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
         argv += ["--queues", *args.queues]
     if args.stages:
         argv += ["--stages", *args.stages]
+    if args.no_chain:
+        argv.append("--no-chain")
     if args.log_file:
         argv += ["--log-file", args.log_file]
     if args.log_format:

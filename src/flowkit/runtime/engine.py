@@ -38,6 +38,7 @@ from ..stage import Stage
 from ..status import RunStatus
 from ..store import Created, DueStep, Store
 from ..store.db import utcnow
+from .batches import check_inputs, plan_runs, publish_batch
 from .execute import Delivery, Finished, StepRunner
 from .faults import fault
 from .heartbeat import heartbeat_seconds
@@ -112,6 +113,11 @@ class Engine:
     @worker_id.setter
     def worker_id(self, value: str | None) -> None:
         self.steps.worker_id = value
+
+    def serve(self, queues: Iterable[str], *, chain: bool = True) -> None:
+        """This process consumes ``queues``: a completed step's successor on one of them
+        runs next in the same thread (:mod:`.chain`), unless ``chain`` is ``False``."""
+        self.steps.served = frozenset(queues) if chain else frozenset()
 
     def flow(self, name: str) -> FlowGraph:
         """The flow called ``name``.
@@ -211,6 +217,60 @@ class Engine:
             queued = self.store.runs.queued_steps(created.run_id, entries)
             if queued:
                 self.publisher.publish(run, [Outgoing(i, n, q) for i, n, q in queued])
+
+    def submit_many(
+        self,
+        flow: FlowGraph,
+        values: Sequence[Any],
+        *,
+        keys: Sequence[str | None] | None = None,
+        priority: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """Store one run per value in one transaction, then publish them in one batch.
+
+        Every value is validated first (:mod:`.batches`); ``keys`` has one key per value
+        (or is ``None``), all different. Returns ``(run_id, created)`` per value, in order.
+
+        Raises:
+            InputValidationError: listing every bad value; nothing is stored or sent.
+            BrokerError: the broker is down (nothing stored), or the runs are stored but
+                not all their messages went out (the recovery sweep sends them).
+        """
+        payloads = check_inputs(flow, values, self.limits)
+        return self.start_many(flow, payloads, keys=keys, priority=priority)
+
+    def start_many(
+        self,
+        flow: FlowGraph,
+        payloads: Sequence[Any],
+        *,
+        keys: Sequence[str | None] | None = None,
+        priority: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """:meth:`submit_many` for already validated payloads (JSON form).
+
+        One ``flowkit.submit_many`` span, a child of the caller's, covers the batch; its
+        context is stored with every run and sent with their messages.
+        """
+        if not payloads:
+            return []
+        keys = [None] * len(payloads) if keys is None else list(keys)
+        self.publisher.ready()
+        attributes: dict[str, str | int] = {"flowkit.flow": flow.name, "flowkit.runs": len(keys)}
+        with tracing.span(
+            f"flowkit.submit_many {flow.name}", kind="producer", attributes=attributes
+        ) as s:
+            done = self.store.submits.create_many(
+                flow.name,
+                plan_runs(flow, payloads, keys),
+                entries=[e.name for e in flow.entries],
+                deadline_ms=flow.timeout_ms,
+                priority=priority,
+                trace_context=s.carrier,
+            )
+            s.set("flowkit.created", sum(d.created for d in done))
+            publish_batch(self.publisher, flow, done, keys, priority, s.carrier)
+        return [(d.run_id, d.created) for d in done]
 
     # -- a worker thread -------------------------------------------------------
     def execute(self, flow: FlowGraph, stage: Stage[Any, Any], step_id: str, got: Delivery) -> None:

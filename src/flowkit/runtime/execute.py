@@ -7,7 +7,9 @@
    validate what it returned. The result is data: an :class:`~flowkit.store.Outcome`
    (what to record and what follows, from :mod:`.plan`) or a :class:`.Failure`.
 3. **Apply** it: record the outcome and publish the successors after the commit,
-   or schedule the retry, or record the final failure.
+   or schedule the retry, or record the final failure. A successor this process
+   serves is claimed by the same statement and run next in this thread
+   (:mod:`.chain`), with no message of its own.
 
 A worker that dies anywhere in between leaves the message unacknowledged:
 RabbitMQ redelivers it and the redelivery resumes (see ``docs/runtime.md``).
@@ -35,23 +37,22 @@ from ..payloads import PayloadLimits
 from ..redact import validation_summary
 from ..stage import Stage, Stop
 from ..status import RunStatus, StepStatus
-from ..store import Claim, ClaimLimits, Delayed, NewStep, Outcome, Store
+from ..store import Claim, Delayed, NewStep, Outcome, Store
 from ..store.db import utcnow
 from . import spans
+from .chain import Chain, ChainLimits, lease_ms
+from .claim_limits import claim_limits
 from .faults import fault
+from .handoff import publish_handed, slots_of
 from .outcomes import Failure, Refused, StepFailed, error_record, expected, jsonable, short
 from .plan import gate, plan_completion, plan_settled_failure
 from .publisher import Outgoing, Publisher, RunRef
 from .timeouts import time_limit
 from .validation import validation_errors
 
-__all__ = ["DEFAULT_LEASE_MS", "Delivery", "Finished", "Job", "StepRunner"]
+__all__ = ["Delivery", "Finished", "Job", "StepRunner"]
 
 log = logging.getLogger("flowkit.engine")
-
-#: How long a running step without a timeout is presumed alive.
-DEFAULT_LEASE_MS = 3_600_000
-_LEASE_MARGIN_MS = 30_000
 
 #: Called once when this process ends a run: ``(run_id, flow, status)``.
 Finished = Callable[[str, str, RunStatus], None]
@@ -86,6 +87,9 @@ class Job:
     stage: Stage[Any, Any]
     step_id: str
     got: Delivery
+    #: claimed by its parent's completion and run by the same thread: it has no
+    #: message of its own (``got`` is the message that started the chain)
+    chained: bool = False
 
     @property
     def run_id(self) -> str:
@@ -129,6 +133,10 @@ class StepRunner:
         self.observers = observers
         self.finished = finished
         self.context_app = context_app
+        #: the queues whose steps this process may run chained (empty: none)
+        self.served: frozenset[str] = frozenset()
+        #: how far one message's chain may go
+        self.chain_limits = ChainLimits.from_env()
 
     def execute(self, flow: FlowGraph, stage: Stage[Any, Any], step_id: str, got: Delivery) -> None:
         """Run one delivered step message (called by the step's Dramatiq actor).
@@ -157,14 +165,20 @@ class StepRunner:
         elif isinstance(claim, Delayed):
             self._put_off(job, claim)
         else:
-            got = job.got
-            with spans.attempt(
-                job.flow, job.stage.name, got.run, claim, got.message_id, self.store
-            ) as run:
-                # What this attempt publishes carries its span's context.
-                self._claimed(replace(job, got=replace(got, run=run)), claim)
+            chain = Chain(self.chain_limits, self.served, self.worker_id)
+            step: tuple[Job, Claim] | None = (job, claim)
+            while step is not None:  # the step, then each one chained to it
+                step = self._in_span(*step, chain)
 
-    def _claimed(self, job: Job, claim: Claim) -> None:
+    def _in_span(self, job: Job, claim: Claim, chain: Chain) -> tuple[Job, Claim] | None:
+        got = job.got
+        with spans.attempt(
+            job.flow, job.stage.name, got.run, claim, got.message_id, self.store
+        ) as run:
+            # What this attempt publishes (and a chained step) carries its span's context.
+            return self._claimed(replace(job, got=replace(got, run=run)), claim, chain)
+
+    def _claimed(self, job: Job, claim: Claim, chain: Chain) -> tuple[Job, Claim] | None:
         if claim.attempts > job.stage.retries + 1:
             # Only a takeover gets here: every earlier attempt ended without an
             # outcome (its process died, or lost the database, each time).
@@ -182,59 +196,42 @@ class StepRunner:
             retried = result.delay_ms is not None
             self._finished_attempt(job, began, ctx, "retried" if retried else "failed")
             self._apply_failure(job, claim, result, ctx.usage)
-        else:
-            self._apply_success(job, result, began, ctx)
+            return None
+        return self._apply_success(
+            job, replace(result, chain=chain.next_claim(job.flow, job.stage, result)), began, ctx
+        )
 
     # -- claim -------------------------------------------------------------------
     def _claim(self, job: Job) -> Claim | Delayed | None:
         stage = job.stage
-        lease = (stage.timeout_ms + _LEASE_MARGIN_MS) if stage.timeout_ms else DEFAULT_LEASE_MS
         return self.store.runs.claim(
             job.step_id,
             job.got.message_id,
-            lease_ms=lease,
+            lease_ms=lease_ms(stage),
             starts_run=not job.flow.parents(stage.name),
-            limits=self._limits(job) if stage.limits.any else None,
+            limits=claim_limits(job.flow.name, stage, self._input(job))
+            if stage.limits.any
+            else None,
             redelivered=job.got.redelivered,
             worker_id=self.worker_id,
         )
 
-    def _limits(self, job: Job) -> ClaimLimits:
-        stage, lim = job.stage, job.stage.limits
-        value: Any = None
-        if lim.concurrency_key or lim.rate_key:
-            value = stage.parse_input(self.store.runs.step_input(job.step_id))
-            if stage.wait_for:
-                value = value[0]
-        scope = f"{job.flow.name}.{stage.name}"
-        key = None
-        if lim.concurrency:
-            key = f"{scope}:{lim.concurrency_key(value)}" if lim.concurrency_key else scope
-        rates = []
-        if lim.queue_rate:
-            rates.append((f"queue:{lim.queue}", lim.queue_rate.limit, lim.queue_rate.window_ms))
-        if lim.rate:
-            rkey = f"{scope}:{lim.rate_key(value)}" if lim.rate_key else scope
-            rates.append((rkey[:200], lim.rate.limit, lim.rate.window_ms))
-        return ClaimLimits(
-            queue=lim.queue,
-            queue_concurrency=lim.queue_concurrency,
-            key=key[:200] if key else None,
-            key_concurrency=lim.concurrency,
-            rates=tuple(rates),
-        )
+    def _input(self, job: Job) -> Callable[[], Any]:
+        return lambda: self.store.runs.step_input(job.step_id)
 
     def _put_off(self, job: Job, claim: Delayed) -> None:
-        # Over a rate or concurrency limit: come back later. Not a failure,
-        # and not a retry: the attempt counter does not move.
+        # Over a rate limit: come back later; over a concurrency limit: wait for the
+        # slot's hand-off, with a fallback timer (store/handoff.py), unless this is a
+        # copy for a step waiting already. Not a retry: the attempt counter does not move.
         stage = job.stage
+        if not claim.send:
+            return
         self._emit("step_delayed", job, seconds=claim.ms / 1000)
         log.debug(
             "step %s of run %s delayed %dms (%s)", stage.name, job.run_id, claim.ms, claim.reason
         )
-        self.publisher.publish(
-            job.got.run, [Outgoing(job.step_id, stage.name, stage.queue, claim.ms)]
-        )
+        timer = Outgoing(job.step_id, stage.name, stage.queue, claim.ms, claim.due)
+        self.publisher.publish(job.got.run, [timer])
 
     # -- attempt -----------------------------------------------------------------
     def _parse(self, job: Job, claim: Claim) -> Any:
@@ -325,9 +322,13 @@ class StepRunner:
         self.observers.emit(hook, flow=job.flow.name, step=stage.name, queue=stage.queue, **fields)
 
     # -- apply -------------------------------------------------------------------
-    def _apply_success(self, job: Job, outcome: Outcome, began: float, ctx: Context) -> None:
+    def _apply_success(
+        self, job: Job, outcome: Outcome, began: float, ctx: Context
+    ) -> tuple[Job, Claim] | None:
         fault("before-commit")
-        done = self.store.runs.complete(job.step_id, job.got.message_id, job.run_id, outcome)
+        slots = slots_of(job.stage)
+        done = self.store.runs.complete(job.step_id, job.got.message_id, job.run_id, outcome, slots)
+        publish_handed(self.publisher, slots)
         spans.outcome("discarded" if done is None else "succeeded")
         if done is None:
             log.info(
@@ -335,14 +336,19 @@ class StepRunner:
                 job.stage.name,
                 job.run_id,
             )
-            return
+            return None
         self._finished_attempt(job, began, ctx, "succeeded")
         fault("after-commit")
+        if done.chained is not None:
+            nxt = job.flow.steps[done.chained.name]
+            step_id = outcome.inserts[0].id
+            return replace(job, stage=nxt, step_id=step_id, chained=True), done.chained
         if done.ready:
             self.publisher.publish(job.got.run, [Outgoing.of(s) for s in done.ready])
         fault("after-publish")
         if done.ended:
             self.finished(job.run_id, job.flow.name, RunStatus.SUCCEEDED)
+        return None
 
     def _apply_failure(
         self, job: Job, claim: Claim, failure: Failure, usage: dict[str, Any]
@@ -354,7 +360,9 @@ class StepRunner:
         spans.outcome("retried", exc)
         error = error_record(exc, step=stage.name, attempt=claim.attempts)
         due = utcnow() + timedelta(milliseconds=failure.delay_ms)
-        self.store.runs.schedule_retry(job.step_id, error, due, usage=usage or None)
+        slots = slots_of(stage)
+        self.store.runs.schedule_retry(job.step_id, error, due, usage or None, slots)
+        publish_handed(self.publisher, slots)
         log.warning(
             "step %s of run %s failed (attempt %d of %d): %s: %s; retrying in %.1fs",
             stage.name,
@@ -365,6 +373,11 @@ class StepRunner:
             short(exc),
             failure.delay_ms / 1000,
         )
+        if job.chained:
+            # No message of its own to send again: its retry is a timer message.
+            retry = Outgoing(job.step_id, stage.name, stage.queue, failure.delay_ms, due)
+            self.publisher.publish(job.got.run, [retry])
+            return
         # The row holds the due time; a longer wait hops (see Publisher.hop).
         delay = self.publisher.hop(failure.delay_ms)
         raise dramatiq.Retry(f"{type(exc).__name__}", delay=delay) from exc
@@ -376,11 +389,14 @@ class StepRunner:
         spans.outcome("failed", exc)
         error = error_record(exc, step=stage.name, attempt=claim.attempts)
         settled = None if claim.item is None else plan_settled_failure(flow, stage.name)
+        slots = slots_of(stage)
         if settled is not None:
             # The join takes Settled[...]: this item's failure is an input, not the end.
             trace = job.got.run.trace
             outcome = Outcome(gates=settled.gates, failed=error, usage=usage or None, trace=trace)
-            done = self.store.runs.complete(job.step_id, job.got.message_id, claim.run_id, outcome)
+            mid = job.got.message_id
+            done = self.store.runs.complete(job.step_id, mid, claim.run_id, outcome, slots)
+            publish_handed(self.publisher, slots)
             log.warning(
                 "item %s of step %s in run %s failed after %d attempt(s): %s: %s",
                 claim.item,
@@ -393,7 +409,8 @@ class StepRunner:
             if done is not None and done.ready:
                 self.publisher.publish(job.got.run, [Outgoing.of(s) for s in done.ready])
             return
-        if self.store.runs.fail(job.step_id, claim.run_id, error, usage=usage or None):
+        if self.store.runs.fail(job.step_id, claim.run_id, error, usage or None, slots):
+            publish_handed(self.publisher, slots)
             log.error(
                 "run %s of %s failed in step %s after %d attempt(s): %s: %s",
                 claim.run_id,
@@ -417,17 +434,9 @@ class StepRunner:
             raise Refused(f"unknown step: no step {step_id!r} is stored (run {run.run_id})")
         done = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
         if row.status in done and row.claimed_by == got.message_id:
-            # A redelivery of the very message that completed this step: its
-            # worker may have died before publishing what follows.
-            queued = self.store.runs.queued_steps(row.run_id, flow.children(row.name))
-            if queued:
-                log.info(
-                    "re-publishing %d successor(s) of step %s in run %s",
-                    len(queued),
-                    row.name,
-                    row.run_id,
-                )
-                self.publisher.publish(run, [Outgoing(i, n, q) for i, n, q in queued])
+            # A redelivery of the very message that completed this step: its worker
+            # may have died before publishing what follows, or in a chain.
+            self._came_back(flow, row.run_id, row.name, got)
             return
         stage = flow.steps.get(row.name)
         due = row.scheduled_at
@@ -443,6 +452,20 @@ class StepRunner:
         log.debug(
             "duplicate message for step %s (%s) of run %s ignored", row.name, row.status, row.run_id
         )
+
+    def _came_back(self, flow: FlowGraph, run_id: str, name: str, got: Delivery) -> None:
+        """Release the chain the message's worker left, publish the successors still queued."""
+        names = self.store.runs.release_chain(run_id, got.message_id)
+        children = sorted({c for n in names for c in flow.children(n)})
+        queued = self.store.runs.queued_steps(run_id, children)
+        if queued:
+            log.info(
+                "re-publishing %d successor(s) of step %s in run %s",
+                len(queued),
+                name,
+                run_id,
+            )
+            self.publisher.publish(got.run, [Outgoing(i, n, q) for i, n, q in queued])
 
     def _signal_timed_out(
         self, flow: FlowGraph, stage: Stage[Any, Any], step_id: str, run: RunRef

@@ -8,8 +8,10 @@ recording a step's completion and before publishing what follows. An optional
 Points:
     ``before-commit``  the step ran; its result is not recorded yet.
     ``after-commit``   the result and successors are committed; nothing published.
-    ``after-publish``  successors published; the message is not acknowledged yet.
+    ``after-publish``  successors handed to the publisher; the message is not acknowledged yet.
     ``submit-after-commit``  a submitted run is stored; its first message not sent.
+    ``before-confirm``  the publisher thread wrote a batch; RabbitMQ has not settled it
+                        (its transaction is not committed, so the batch is lost).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import threading
 
 __all__ = ["POINTS", "fault"]
 
-POINTS = ("before-commit", "after-commit", "after-publish", "submit-after-commit")
+POINTS = (
+    "before-commit",
+    "after-commit",
+    "after-publish",
+    "submit-after-commit",
+    "before-confirm",
+)
 
 _SPEC = os.environ.get("FLOWKIT_FAULT", "")
 _POINT, _, _NTH = _SPEC.partition("@")

@@ -8,15 +8,16 @@ process that does not import the flows (``flowkit recover``) can publish too.
 
 :class:`Publisher` is the interface the :class:`~flowkit.runtime.engine.Engine`
 is built with; :class:`BrokerPublisher` sends through any Dramatiq broker one
-message at a time (the in-process ``memory://`` broker), and
-:class:`RabbitmqPublisher` sends a batch in one AMQP transaction;
+message at a time, before it returns (the in-process ``memory://`` broker), and
+:class:`RabbitmqPublisher` hands the messages to this process's publisher thread
+(:mod:`.sender`) and returns: the thread settles them in batches, one AMQP
+transaction each, and :meth:`Publisher.close` flushes it;
 :class:`MemoryPublisher` keeps what it is given, for tests (like httpx's
 ``MockTransport`` beside its real transports).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,18 +25,16 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import current_millis, dq_name, q_name
 
 from .._clock import DUE_OPTION
 from ..errors import BrokerError
 from ..store import NewStep
 from ..store.db import utcnow
 from ..tracing import clean
-from .amqp import connected, describe, is_broker_failure
-from .connections import probe
+from .amqp import describe, is_broker_failure
+from .sender import CLOSE_TIMEOUT, Sender
 
 __all__ = [
-    "BATCH_MIN",
     "CONTROL_ACTOR",
     "CONTROL_QUEUE",
     "MAX_HOP_MS",
@@ -56,9 +55,7 @@ __all__ = [
 MAX_HOP_MS = 10 * 60 * 1000
 CONTROL_QUEUE = "flowkit.control"
 CONTROL_ACTOR = "flowkit.control"
-#: Fewer messages than this go out one by one (a transaction costs two round trips).
-BATCH_MIN = 8
-#: The recovery sweep's messages go out in AMQP transactions of at most this many.
+#: The recovery sweep's messages are handed over in chunks of at most this many.
 _SWEEP_BATCH = 500
 
 
@@ -151,7 +148,8 @@ class Publisher:
         self.url = url
 
     def publish(self, run: RunRef, steps: Sequence[Outgoing]) -> None:
-        """One message per step; the rows are already committed.
+        """One message per step; the rows are already committed. On RabbitMQ the messages
+        are handed to the publisher thread, and the call returns before they are settled.
 
         Raises:
             BrokerError: the broker refused or could not be reached (said in words);
@@ -213,8 +211,9 @@ class Publisher:
     def ready(self) -> None:
         """Check that the broker takes messages, before a caller stores what they are for.
 
-        So ``submit`` with RabbitMQ down stores nothing; a publish that fails after
-        the commit (RabbitMQ went away in between) still raises, as :meth:`publish` says.
+        So ``submit`` with RabbitMQ down stores nothing; a publish once RabbitMQ is
+        known to be down (it went away after the check) still raises, as
+        :meth:`publish` says.
 
         Raises:
             BrokerError: the broker cannot be reached, in words.
@@ -225,8 +224,18 @@ class Publisher:
         return None if not delay_ms else min(delay_ms, self.max_hop_ms)
 
     def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
-        """Put ``(message, delay_ms)`` pairs on the broker; all are there when it returns."""
+        """Put ``(message, delay_ms)`` pairs on the broker (or hand them to the thread that
+        does); a broker failure raised here becomes the callers' :class:`BrokerError`."""
         raise NotImplementedError
+
+    def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """Wait (at most ``timeout`` seconds) until every message handed over is on the
+        broker; ``False`` if some still wait. Synchronous publishers have nothing to wait for."""
+        return True
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Flush what is pending (at most ``timeout`` seconds), then stop: called before the
+        broker closes (``App.close()``). What is left is recovered from the rows."""
 
 
 def step_message(run: RunRef, step: Outgoing) -> dramatiq.Message[Any]:
@@ -273,63 +282,40 @@ class BrokerPublisher(Publisher):
             self.broker.enqueue(message, delay=delay)
 
 
-class RabbitmqPublisher(BrokerPublisher):
-    """A batch (a fan-out's items) in one AMQP transaction instead of a confirm per message.
+class RabbitmqPublisher(Publisher):
+    """Hands each batch to this process's publisher thread (:class:`~.sender.Sender`) and
+    returns; the thread publishes what is queued in AMQP transactions of up to
+    :data:`~.sender.BATCH_MAX` messages, one round trip each (``tx.commit-ok`` comes
+    once the persistent messages are stored, as a confirm would).
 
-    ``tx.commit-ok`` comes once the persistent messages are on disk, as a
-    confirm would, so it acknowledges them all in one round trip.
+    :meth:`ready` and :meth:`publish` raise :class:`BrokerError` at once while
+    RabbitMQ is known to be down (see :mod:`.sender`); the messages handed over are
+    kept and sent when it is back, and a message lost with the process is recovered
+    from its row.
     """
 
-    _local = threading.local()
+    def __init__(
+        self,
+        broker: dramatiq.Broker | None,
+        *,
+        max_hop_ms: int = MAX_HOP_MS,
+        url: str = "memory://",
+    ) -> None:
+        super().__init__(broker, max_hop_ms=max_hop_ms, url=url)
+        #: the process's publisher thread for this broker
+        self.sender = Sender(broker, url)
 
     def ready(self) -> None:
-        connected(self.broker, self.url)  # this thread's connection, which send() reuses
+        self.sender.ready()
 
     def send(self, batch: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
-        if len(batch) < BATCH_MIN:
-            super().send(batch)
-            return
-        import pika  # loaded with the RabbitMQ broker; not needed by memory://
+        self.sender.put(batch)
 
-        broker: Any = self.broker
-        probe(broker)  # an idle connection RabbitMQ closed is replaced, in one line
-        try:
-            channel = self._channel()
-            for message, delay in batch:
-                queue_name = message.queue_name
-                broker.declare_queue(queue_name, ensure=True)
-                if delay is not None:
-                    queue_name = dq_name(queue_name)
-                    message = message.copy(
-                        queue_name=queue_name, options={"eta": current_millis() + delay}
-                    )
-                broker.emit_before("enqueue", message, delay)
-                channel.basic_publish(
-                    exchange="",
-                    routing_key=queue_name,
-                    body=message.encode(),
-                    properties=pika.BasicProperties(
-                        delivery_mode=2, priority=message.options.get("broker_priority")
-                    ),
-                )
-                broker.emit_after("enqueue", message, delay)
-            channel.tx_commit()
-        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
-            self._local.__dict__.pop("channel", None)
-            for message, _ in batch:
-                broker.queues_pending.add(q_name(message.queue_name))
-            raise dramatiq.errors.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+    def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        return self.sender.flush(timeout)
 
-    def _channel(self) -> Any:
-        """This thread's transactional channel on the broker's connection (made once)."""
-        connection = self.broker.connection  # type: ignore[union-attr]
-        held = getattr(self._local, "channel", None)
-        if held is not None and held[0] is connection and held[1].is_open:
-            return held[1]
-        channel = connection.channel()
-        channel.tx_select()
-        self._local.channel = (connection, channel)
-        return channel
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        self.sender.close(timeout)
 
 
 def publisher_for(

@@ -25,7 +25,7 @@ from typing import Any
 
 import dramatiq
 
-__all__ = ["hand_back", "handing_back", "stop_worker"]
+__all__ = ["hand_back", "handing_back", "stop_worker", "stopping"]
 
 log = logging.getLogger("flowkit.worker")
 
@@ -38,6 +38,11 @@ def handing_back() -> bool:
     return bool(getattr(_state, "handed_back", False))
 
 
+def stopping() -> bool:
+    """Whether this worker thread was told to stop (a chain then publishes what follows)."""
+    return getattr(threading.current_thread(), "running", True) is False
+
+
 def hand_back(message: Any) -> bool:
     """Return ``message`` to RabbitMQ if this worker thread was told to stop; whether it did.
 
@@ -46,7 +51,7 @@ def hand_back(message: Any) -> bool:
     """
     thread = threading.current_thread()
     _state.handed_back = False
-    if getattr(thread, "running", True) is not False:
+    if not stopping():
         return False
     consumers = getattr(thread, "consumers", {})
     consumer = getattr(consumers.get(message.queue_name), "consumer", None)

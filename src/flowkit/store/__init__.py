@@ -9,11 +9,13 @@ from .queries import Queries, RunFilter, RunPage
 from .reads import Reads
 from .rows import (
     NO_STOP,
+    ChainClaim,
     Claim,
     ClaimLimits,
     Delayed,
     DueStep,
     Gate,
+    Handoff,
     NewStep,
     Outcome,
     ReceivedSignal,
@@ -24,10 +26,12 @@ from .rows import (
 )
 from .runs import Created, Recorded, Runs
 from .store import Store
+from .submits import NewRun, Submits, Submitted
 from .workers import Workers
 
 __all__ = [
     "NO_STOP",
+    "ChainClaim",
     "Claim",
     "ClaimLimits",
     "Control",
@@ -38,8 +42,10 @@ __all__ = [
     "Delayed",
     "DueStep",
     "Gate",
+    "Handoff",
     "LLMCache",
     "LimitsInUse",
+    "NewRun",
     "NewStep",
     "Outcome",
     "Queries",
@@ -54,5 +60,7 @@ __all__ = [
     "Source",
     "StepRow",
     "Store",
+    "Submits",
+    "Submitted",
     "Workers",
 ]

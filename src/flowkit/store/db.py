@@ -85,6 +85,17 @@ class Database:
         with unavailable(), (self._autocommit if durable else self._claims).connect() as conn:
             yield conn
 
+    def wait_for_wal(self, conn: Connection, wait: bool) -> None:
+        """PostgreSQL: whether this transaction's commit waits for the WAL flush
+        (``SET LOCAL synchronous_commit``); a no-op on SQLite.
+
+        Off only for a record safe to lose in a crash: one that tells nobody anything
+        (no message published after it, no run ended). Any later commit that waits
+        flushes it too.
+        """
+        if self.fast:
+            conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {'on' if wait else 'off'}")
+
     def dispose(self) -> None:
         self.sql.dispose()
         if self.fast:

@@ -2,7 +2,9 @@
 
 Each limit key is locked for the rest of the transaction (``pg_advisory_xact_lock``
 on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises writers), so two
-workers can never both take the last slot.
+workers can never both take the last slot. A claim refused by a concurrency limit
+names the limit's key (``Delayed.slot``): the step then waits for that slot as a row
+(:mod:`.handoff`), whose hand-off takes the same lock.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from .db import utcnow
 from .rows import ClaimLimits, Delayed
 from .schema import rate_log, steps
 
-__all__ = ["check"]
+__all__ = ["check", "lock_keys"]
 
 _RUNNING = StepStatus.RUNNING.value
 
 
-def _lock(conn: Connection, key: str) -> None:
-    if conn.dialect.name == "postgresql":
+def lock_keys(conn: Connection, keys: set[str]) -> None:
+    """Lock limit ``keys`` for the rest of the transaction, in order (no deadlock)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for key in sorted(keys):
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key_id(key)})
 
 
@@ -48,8 +53,7 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
         keys.add(f"queue:{limits.queue}")
     if limits.key_concurrency and limits.key:
         keys.add(f"conc:{limits.key}")
-    for key in sorted(keys):  # in order: no deadlock between two claims
-        _lock(conn, key)
+    lock_keys(conn, keys)
     if limits.queue_concurrency:
         running = conn.execute(
             sa.select(sa.func.count())
@@ -57,7 +61,8 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
             .where(steps.c.queue == limits.queue, steps.c.status == _RUNNING, steps.c.id != step_id)
         ).scalar_one()
         if running >= limits.queue_concurrency:
-            return Delayed(_jitter(250), f"queue {limits.queue} runs {running} steps"), utcnow()
+            why = f"queue {limits.queue} runs {running} steps"
+            return Delayed(_jitter(250), why, slot=f"queue:{limits.queue}"), utcnow()
     if limits.key_concurrency and limits.key:
         running = conn.execute(
             sa.select(sa.func.count())
@@ -67,7 +72,8 @@ def check(conn: Connection, step_id: str, limits: ClaimLimits) -> tuple[Delayed 
             )
         ).scalar_one()
         if running >= limits.key_concurrency:
-            return Delayed(_jitter(250), f"{limits.key} runs {running} steps"), utcnow()
+            why = f"{limits.key} runs {running} steps"
+            return Delayed(_jitter(250), why, slot=f"conc:{limits.key}"), utcnow()
     now = utcnow()
     for key, limit, window_ms in limits.rates:
         since = now - timedelta(milliseconds=window_ms)

@@ -11,11 +11,13 @@ from ..status import StepStatus
 
 __all__ = [
     "NO_STOP",
+    "ChainClaim",
     "Claim",
     "ClaimLimits",
     "Delayed",
     "DueStep",
     "Gate",
+    "Handoff",
     "NewStep",
     "Outcome",
     "ReceivedSignal",
@@ -96,6 +98,8 @@ class Outcome:
     usage: dict[str, Any] | None = None
     #: the trace context of the attempt, kept on the step row (a join's span links to it)
     trace: dict[str, str] | None = None
+    #: claim the only successor in the same statement: this thread runs it next
+    chain: ChainClaim | None = None
 
     @property
     def only_successor(self) -> bool:
@@ -116,6 +120,18 @@ class Outcome:
     @property
     def _extra(self) -> bool:
         return bool(self.gates or self.skipped or self.failed) or self.stop is not NO_STOP
+
+
+@dataclass(frozen=True)
+class ChainClaim:
+    """Insert a completion's only successor already ``running`` (a chained step).
+
+    It is claimed by the same message id as the step that completes, with the
+    lease its own timeout gives, for the worker that runs it next in the same thread.
+    """
+
+    lease_until: datetime
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,10 +191,34 @@ class ClaimLimits:
 
 @dataclass(frozen=True)
 class Delayed:
-    """A claim refused by a limit: try again in ``ms`` milliseconds."""
+    """A claim refused by a limit: try again in ``ms`` milliseconds.
+
+    A claim refused by a concurrency limit waits as a row (:mod:`.handoff`): ``slot``
+    is the limit's key, ``due`` the fallback timer's time on the row (the slot is
+    handed over sooner), and ``send`` is False for a copy of a message whose step
+    waits already, with its timer armed: nothing is to be sent for it.
+    """
 
     ms: int
     reason: str
+    slot: str | None = None
+    due: datetime | None = None
+    send: bool = True
+
+
+@dataclass
+class Handoff:
+    """The concurrency slots a running step holds, for the call that stops it.
+
+    Given to ``Runs.complete``, ``Runs.schedule_retry`` or ``Runs.fail``: the
+    transaction that records the step hands each slot it frees (its own
+    ``concurrency``, through the row's ``limit_key``, and its ``queue``'s, when
+    that queue has a concurrency limit) to the oldest step waiting for it, and
+    once it has committed, ``handed`` lists those steps for the caller to publish.
+    """
+
+    queue: str | None = None
+    handed: list[DueStep] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

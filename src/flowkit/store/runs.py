@@ -22,9 +22,11 @@ from . import transitions as t
 from .attempts import FAILED, LOST, RETRIED, log_attempts, running_attempt
 from .db import Database, utcnow
 from .gates import maybe_end, move_gate, start_signal_wait
-from .guards import RUN_LIVE, STEP_PENDING
+from .handoff import hand_over, lock_slots, refuse, wake
+from .inserts import CREATE_RUN, create_params
 from .limits import check as check_limits
-from .rows import NO_STOP, Claim, ClaimLimits, Delayed, DueStep, Gate, NewStep, Outcome
+from .overdue import due_query
+from .rows import NO_STOP, Claim, ClaimLimits, Delayed, DueStep, Gate, Handoff, NewStep, Outcome
 from .schema import runs, steps
 
 __all__ = ["Created", "Recorded", "Runs"]
@@ -45,10 +47,12 @@ class Created:
 
 @dataclass(frozen=True)
 class Recorded:
-    """A recorded outcome: the steps to publish, and whether it ended the run."""
+    """A recorded outcome: the steps to publish, whether it ended the run, and the
+    successor it claimed for this thread to run next (``Outcome.chain``)."""
 
     ready: list[NewStep]
     ended: bool = False
+    chained: Claim | None = None
 
 
 class Runs:
@@ -80,6 +84,13 @@ class Runs:
         """
         now = utcnow()
         deadline = None if deadline_ms is None else now + timedelta(milliseconds=deadline_ms)
+        if self.db.fast and len(first) == 1 and not waiting:
+            params = create_params(
+                run_id, flow, key, input, now, priority, deadline, trace_context, first[0]
+            )
+            made = self._create_one(params, flow, key, list(first))
+            if made is not None:
+                return made
         try:
             with self.db.transaction() as conn:
                 conn.execute(
@@ -110,6 +121,17 @@ class Runs:
                 raise
             return Created(existing, False)
 
+    def _create_one(
+        self, params: dict[str, Any], flow: str, key: str | None, first: list[NewStep]
+    ) -> Created | None:
+        """PostgreSQL: the run and its one entry step in one statement (``None``: the
+        general path decides, e.g. an id taken without a key)."""
+        with self.db.autocommit() as conn:
+            if conn.execute(CREATE_RUN, params).first() is not None:
+                return Created(params["rid"], True, first)
+        existing = None if key is None else self.find_by_key(flow, key)
+        return None if existing is None else Created(existing, False)
+
     def find_by_key(self, flow: str, key: str) -> str | None:
         with self.db.transaction() as conn:
             return conn.execute(
@@ -135,7 +157,8 @@ class Runs:
         (its worker died: the broker marks it ``redelivered``). Anything else is a
         duplicate, including a second copy of the same message published twice.
         A step over one of its ``limits`` is not claimed: :class:`Delayed` says
-        when to try again. ``worker_id`` (a :class:`~.workers.Workers` row) is
+        when to try again (over a concurrency limit it waits for its slot to be
+        handed over, :mod:`.handoff`). ``worker_id`` (a :class:`~.workers.Workers` row) is
         recorded on the step as the worker holding it.
         """
         # A redelivery may take over a running step, whose lost attempt is logged:
@@ -156,12 +179,14 @@ class Runs:
             if limits is not None:
                 delayed, now = check_limits(conn, step_id, limits)
                 if delayed is not None:
-                    _put_off(conn, step_id, now + timedelta(milliseconds=delayed.ms))
-                    return delayed
+                    mid = message_id if redelivered else None
+                    return refuse(conn, step_id, delayed, now, early=now + _EARLY, takeover=mid)
             key = limits.key if limits is not None else None
             lost = running_attempt(conn, step_id) if redelivered else None
             params = _claim_params(step_id, message_id, lease_ms, redelivered, now, key, worker_id)
             row = conn.execute(t.CLAIM, params).first()
+            if row is None and limits is not None and wake(conn, step_id, now):
+                row = conn.execute(t.CLAIM, params).first()  # it waited for a slot now free
             if row is None:
                 return None
             if lost is not None:
@@ -176,28 +201,51 @@ class Runs:
             return conn.execute(sa.select(steps.c.input).where(steps.c.id == step_id)).scalar()
 
     def complete(
-        self, step_id: str, message_id: str, run_id: str, outcome: Outcome
+        self,
+        step_id: str,
+        message_id: str,
+        run_id: str,
+        outcome: Outcome,
+        handoff: Handoff | None = None,
     ) -> Recorded | None:
         """Record a step's outcome and queue what follows, atomically.
 
         Returns the steps to publish and whether the run ended, or ``None``
         (and changes nothing) if the step was already finished or its run is over.
+        With ``outcome.chain``, its only successor is inserted ``running``, claimed by
+        ``message_id`` (``Recorded.chained``), and nothing is to publish; on PostgreSQL
+        that statement does not wait for the WAL flush (losing it in a database crash
+        only runs the step again; every later commit of the chain flushes it).
+        With a ``handoff`` (the step holds concurrency slots), the same transaction
+        hands them over, recorded or cancelled late (:class:`~.rows.Handoff`).
         """
         now = utcnow()
         params = _record_params(step_id, message_id, now, outcome)
-        if self.db.fast and (outcome.only_sink or outcome.only_successor):
+        if handoff is None and self.db.fast and (outcome.only_sink or outcome.only_successor):
             return self._complete_fast(run_id, now, params, outcome)
+        done: Recorded | None = None
         with self.db.transaction() as conn:
+            self.db.wait_for_wal(conn, False)  # e.g. a fan-out item's record tells nobody yet
+            keys = lock_slots(conn, step_id, handoff)
             if not t.record(conn, params):
-                t.cancel_if_run_over(conn, step_id, now)
-                return None
-            return _follow(conn, run_id, now, outcome)
+                if not t.cancel_if_run_over(conn, step_id, now):
+                    return None  # finished already: the slot was not this attempt's
+            elif (chained := _chain(conn, run_id, now, outcome, message_id)) is not None:
+                done = Recorded([], chained=chained)
+            else:
+                done = _follow(conn, run_id, now, outcome)
+            handed = hand_over(conn, keys, now)
+            if handed or (done is not None and (done.ready or done.ended)):
+                self.db.wait_for_wal(conn, True)  # what follows is published, or the run ended
+        _handed(handoff, handed)
+        return done
 
     def _complete_fast(
         self, run_id: str, now: datetime, params: dict[str, Any], outcome: Outcome
     ) -> Recorded | None:
-        """PostgreSQL: the two most common completions as one statement each."""
-        with self.db.autocommit() as conn:
+        """PostgreSQL: the most common completions as one statement each."""
+        chain = outcome.chain if outcome.only_successor else None
+        with self.db.autocommit(durable=chain is None) as conn:
             if outcome.only_successor:
                 nxt = outcome.inserts[0]
                 params.update(
@@ -209,7 +257,10 @@ class Runs:
                     ninput=nxt.input,
                     nsched=nxt.scheduled_at or now,
                 )
-                recorded = conn.execute(t.COMPLETE_WITH_SUCCESSOR, params).first() is not None
+                if chain is not None:
+                    params.update(lease=chain.lease_until, wid=chain.worker_id)
+                statement = t.COMPLETE_WITH_SUCCESSOR if chain is None else t.COMPLETE_AND_CLAIM
+                recorded = conn.execute(statement, params).first() is not None
                 ended = False
             else:
                 recorded, ended = (bool(n) for n in conn.execute(t.COMPLETE_AND_END, params).one())
@@ -217,6 +268,9 @@ class Runs:
             with self.db.transaction() as conn:
                 t.cancel_if_run_over(conn, params["sid"], now)
             return None
+        if chain is not None:
+            nxt = outcome.inserts[0]
+            return Recorded([], chained=Claim(run_id, nxt.name, 1, nxt.input, nxt.item))
         if not ended and outcome.end is not None:
             # Another step of the run is unexpectedly open: decide under its lock.
             with self.db.transaction() as conn:
@@ -224,31 +278,72 @@ class Runs:
         return Recorded([*outcome.inserts], ended)
 
     def schedule_retry(
-        self, step_id: str, error: dict[str, Any], due: datetime, usage: Any = None
+        self,
+        step_id: str,
+        error: dict[str, Any],
+        due: datetime,
+        usage: Any = None,
+        handoff: Handoff | None = None,
     ) -> bool:
         """Put a failed attempt back to ``queued`` with its error, due at ``due``.
 
-        The attempt is logged (``retried``) in the same transaction.
+        The attempt is logged (``retried``) in the same transaction, which hands
+        over the step's concurrency slots with a ``handoff``.
         """
         now = utcnow()
         with self.db.transaction() as conn:
+            keys = lock_slots(conn, step_id, handoff)
             row = t.schedule_retry(conn, step_id, error, due, usage)
             if row is None:
                 return False
             log_attempts(conn, [row], RETRIED, now, error)
+            handed = hand_over(conn, keys, now)
+        _handed(handoff, handed)
         return True
 
-    def fail(self, step_id: str, run_id: str, error: dict[str, Any], usage: Any = None) -> bool:
-        """Mark a step and its run ``failed`` with the error, atomically (attempt logged)."""
+    def fail(
+        self,
+        step_id: str,
+        run_id: str,
+        error: dict[str, Any],
+        usage: Any = None,
+        handoff: Handoff | None = None,
+    ) -> bool:
+        """Mark a step and its run ``failed`` with the error, atomically (attempt logged;
+        the step's concurrency slots handed over with a ``handoff``)."""
         now = utcnow()
         with self.db.transaction() as conn:
+            keys = lock_slots(conn, step_id, handoff)
             row = t.fail_step(conn, step_id, error, now, usage)
             if row is None:
                 return False
             log_attempts(conn, [row], FAILED, now, error)
             t.skip_pending(conn, run_id, now)
             t.finish_run(conn, run_id, RunStatus.FAILED, now, error=error)
+            handed = hand_over(conn, keys, now)
+        _handed(handoff, handed)
         return True
+
+    def release_chain(self, run_id: str, message_id: str) -> list[str]:
+        """A step message came back after its step was completed: its worker may have
+        died in a chain. Queue again the chained steps it left ``running`` (their
+        attempts logged ``lost``); return the names of the steps that message completed,
+        whose successors still queued the caller publishes again.
+        """
+        now = utcnow()
+        done = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
+        with self.db.transaction() as conn:
+            lost = t.release_chain(conn, run_id, message_id)
+            if lost:
+                log_attempts(conn, lost, LOST, now)
+            names = conn.execute(
+                sa.select(steps.c.name).where(
+                    steps.c.run_id == run_id,
+                    steps.c.claimed_by == message_id,
+                    steps.c.status.in_(done),
+                )
+            ).scalars()
+            return sorted(set(names))
 
     def queued_steps(self, run_id: str, names: Sequence[str]) -> list[tuple[str, str, str]]:
         """``(id, name, queue)`` of the run's still-queued steps among ``names``."""
@@ -279,7 +374,7 @@ class Runs:
         cutoff = now - timedelta(seconds=older_than)
         lease_cutoff = datetime.max.replace(tzinfo=timezone.utc) if all_running else now
         with self.db.transaction() as conn:
-            rows = conn.execute(_due(cutoff, lease_cutoff, limit)).all()
+            rows = conn.execute(due_query(cutoff, lease_cutoff, limit)).all()
             expired = [r.id for r in rows if r.status == StepStatus.RUNNING.value]
             if expired:
                 log_attempts(conn, t.requeue_expired(conn, expired, lease_cutoff), LOST, now)
@@ -325,14 +420,10 @@ def _claim(row: Any) -> Claim:
     return Claim(row.run_id, row.name, row.attempts, row.input, row.item, row.usage)
 
 
-def _put_off(conn: Connection, step_id: str, due: datetime) -> None:
-    # The row says when it is due, so the recovery sweep does not mistake a
-    # step waiting for its slot for a lost one.
-    conn.execute(
-        steps.update()
-        .where(steps.c.id == step_id, steps.c.status == StepStatus.QUEUED.value)
-        .values(scheduled_at=due)
-    )
+def _handed(handoff: Handoff | None, handed: list[DueStep]) -> None:
+    """After the commit: the steps handed a slot, for the caller to publish."""
+    if handoff is not None:
+        handoff.handed.extend(handed)
 
 
 def _record_params(
@@ -349,6 +440,18 @@ def _record_params(
         "usage": outcome.usage,
         "trace": outcome.trace,
     }
+
+
+def _chain(
+    conn: Connection, run_id: str, now: datetime, outcome: Outcome, message_id: str
+) -> Claim | None:
+    """The only successor inserted ``running`` for this thread, if the outcome chains."""
+    if outcome.chain is None or not outcome.only_successor:
+        return None
+    nxt = outcome.inserts[0]
+    claim = (message_id, outcome.chain.lease_until, outcome.chain.worker_id)
+    t.insert_claimed(conn, run_id, nxt, now, claim)
+    return Claim(run_id, nxt.name, 1, nxt.input, nxt.item)
 
 
 def _follow(conn: Connection, run_id: str, now: datetime, outcome: Outcome) -> Recorded:
@@ -371,36 +474,3 @@ def _follow(conn: Connection, run_id: str, now: datetime, outcome: Outcome) -> R
     if outcome.end is not None and not ready:
         return Recorded(ready, maybe_end(conn, run_id, outcome.end, now))
     return Recorded(ready)
-
-
-def _due(cutoff: datetime, lease_cutoff: datetime, limit: int) -> Any:
-    return (
-        sa.select(
-            steps.c.id,
-            steps.c.run_id,
-            steps.c.name,
-            steps.c.queue,
-            steps.c.status,
-            runs.c.flow,
-            runs.c.key,
-            runs.c.priority,
-            runs.c.trace_context,
-        )
-        .join(runs, runs.c.id == steps.c.run_id)
-        .where(
-            runs.c.status.in_(RUN_LIVE),
-            sa.or_(
-                sa.and_(
-                    # queued and due; or waiting for a signal past its deadline
-                    steps.c.status.in_(STEP_PENDING),
-                    steps.c.scheduled_at <= cutoff,
-                ),
-                sa.and_(
-                    steps.c.status == StepStatus.RUNNING.value,
-                    steps.c.lease_until < lease_cutoff,
-                ),
-            ),
-        )
-        .order_by(steps.c.scheduled_at)
-        .limit(limit)
-    )

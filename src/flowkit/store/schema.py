@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0007"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -107,10 +107,21 @@ steps = sa.Table(
     # times since it was queued (its publish lease grows with each).
     sa.Column("republished_at", Timestamp, nullable=True),
     sa.Column("republishes", sa.Integer, nullable=True),
+    # A queued step refused by a concurrency limit waits for a slot of this key
+    # (``conc:<limit key>`` or ``queue:<queue>``): the step that frees one hands it over.
+    sa.Column("waits_for", sa.String(220), nullable=True),
     sa.Index("ix_flowkit_steps_run", "run_id", "name"),
     sa.Index("ix_flowkit_steps_status_scheduled", "status", "scheduled_at"),
     sa.Index("ix_flowkit_steps_limit", "limit_key", "status"),
     sa.Index("ix_flowkit_steps_queue_status", "queue", "status"),
+    # The oldest waiter of a key; partial, so the steps that never wait cost no entry.
+    sa.Index(
+        "ix_flowkit_steps_waits",
+        "waits_for",
+        "created_at",
+        postgresql_where=sa.text("waits_for IS NOT NULL"),
+        sqlite_where=sa.text("waits_for IS NOT NULL"),
+    ),
 )
 
 llm_cache = sa.Table(

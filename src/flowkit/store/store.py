@@ -11,6 +11,7 @@ from .migrate import check_schema, ensure_schema
 from .queries import Queries
 from .reads import Reads
 from .runs import Runs
+from .submits import Submits
 from .sweep import Sweep
 from .workers import Workers
 
@@ -23,7 +24,8 @@ class Store(Reads):
     The read queries (:class:`~.reads.Reads`) are its own methods; the writes
     are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
     (signals, cancel, deadlines, redrive), :attr:`dead_letters`,
-    :attr:`llm_cache`, :attr:`workers` and :attr:`sweep`; :attr:`queries` reads runs page by
+    :attr:`llm_cache`, :attr:`workers`, :attr:`sweep` and :attr:`submits` (a batch of
+    runs in one transaction); :attr:`queries` reads runs page by
     page for a dashboard, :attr:`in_use` what its limits use now. Every part
     shares one :class:`~.db.Database`.
 
@@ -39,6 +41,8 @@ class Store(Reads):
         self.dialect = db.dialect
         #: submit, claim, complete, fail, retry, recover (see :mod:`.runs`)
         self.runs = Runs(db)
+        #: a batch of runs in one transaction (see :mod:`.submits`)
+        self.submits = Submits(db)
         #: signals, waits, cancel, deadlines and redrive (see :mod:`.control`)
         self.control = Control(db)
         #: messages that could not run, with their reason (see :mod:`.deadletters`)

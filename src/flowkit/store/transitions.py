@@ -17,6 +17,9 @@ from         event                            to              statement
 (new)        submitted / planned              queued          inserted by :mod:`.runs`
 (new)        a join or signal wait planned    waiting         inserted with ``pending``
 queued       message claims it                running         :data:`CLAIM`
+queued       over a concurrency limit         queued, waits   :func:`.handoff.refuse`
+queued       a holder freed its slot          queued, due     :func:`.handoff.hand_over`
+(new)        parent completed, chained        running         :data:`COMPLETE_AND_CLAIM`
 running      redelivery of its own message    running         :data:`CLAIM` (takeover, logged)
 live         function returned                succeeded       :func:`record` (or a CTE variant)
 live         settled item failed for good     failed          :func:`record`
@@ -24,6 +27,7 @@ live         attempt failed, retries left     queued          :func:`schedule_re
 live         attempt failed for good          failed          :func:`fail_step`
 live         run already over                 cancelled       :func:`cancel_if_run_over`
 running      lease passed (worker gone)       queued          :func:`requeue_expired`, :mod:`.sweep`
+running      chain's message came back        queued          :func:`release_chain`
 running      its worker's heartbeat stopped   queued          :meth:`.sweep.Sweep.run_pass`
 waiting      counter moved                    waiting         :func:`move_counter`
 waiting      counter reached zero             queued          :func:`open_step`
@@ -56,14 +60,12 @@ finished   redrive                         running    :func:`restart_run`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._ids import new_id
 from ..status import RunStatus, StepStatus
 from .attempts import ATTEMPT_COLUMNS
 from .guards import (
@@ -76,12 +78,13 @@ from .guards import (
     run_is_live,
     status_in,
 )
-from .rows import NewStep
+from .inserts import insert_claimed, insert_skipped, insert_steps
 from .schema import JSONType, Timestamp, runs, steps
 
 __all__ = [
     "CLAIM",
     "CLAIM_AND_START",
+    "COMPLETE_AND_CLAIM",
     "COMPLETE_AND_END",
     "COMPLETE_WITH_SUCCESSOR",
     "cancel_if_run_over",
@@ -89,11 +92,13 @@ __all__ = [
     "fail_step",
     "fail_wait",
     "finish_run",
+    "insert_claimed",
     "insert_skipped",
     "insert_steps",
     "move_counter",
     "open_step",
     "record",
+    "release_chain",
     "requeue_expired",
     "requeue_items",
     "restart_run",
@@ -141,6 +146,8 @@ CLAIM = (
         started_at=_NOW,
         lease_until=bind("lease", Timestamp),
         limit_key=bind("lkey"),
+        # No longer waiting for a concurrency slot (store/handoff.py).
+        waits_for=sa.null(),
         # Which worker process holds it (flowkit_workers.id), for the dashboard.
         worker_id=bind("wid"),
     )
@@ -190,26 +197,43 @@ def record(conn: Connection, params: dict[str, Any]) -> bool:
 
 _DONE = _RECORD.returning(steps.c.run_id).cte("done")
 _NEW_STEP = ["id", "run_id", "name", "item", "status", "queue", "attempts", "input"]
-#: :func:`record`, and the one successor inserted ``queued`` if it matched: one statement.
-COMPLETE_WITH_SUCCESSOR = (
-    steps.insert()
-    .from_select(
-        [*_NEW_STEP, "created_at", "scheduled_at"],
-        sa.select(
-            bind("nid"),
-            bind("rid"),
-            bind("nname"),
-            bind("nitem", sa.Integer),
-            const(_Q.value),
-            bind("nqueue"),
-            sa.literal_column("0"),
-            bind("ninput", JSONType),
-            _NOW,
-            bind("nsched", Timestamp),
-        ).select_from(_DONE),
+#: what a successor claimed in its parent's completion (a chained step) also sets
+_CHAINED = ["claimed_by", "started_at", "lease_until", "worker_id"]
+
+
+def _with_successor(claimed: bool) -> Any:
+    """:func:`record`, and the one successor inserted if it matched: one statement.
+
+    ``claimed``: the successor is inserted ``running``, claimed by the same message
+    (attempt 1, its lease, this worker), for the same thread to run next.
+    """
+    values = [
+        bind("nid"),
+        bind("rid"),
+        bind("nname"),
+        bind("nitem", sa.Integer),
+        const((_R if claimed else _Q).value),
+        bind("nqueue"),
+        sa.literal_column("1" if claimed else "0"),
+        bind("ninput", JSONType),
+        _NOW,
+        bind("nsched", Timestamp),
+    ]
+    columns = [*_NEW_STEP, "created_at", "scheduled_at"]
+    if claimed:
+        columns += _CHAINED
+        values += [_MID, _NOW, bind("lease", Timestamp), bind("wid")]
+    return (
+        steps.insert()
+        .from_select(columns, sa.select(*values).select_from(_DONE))
+        .returning(steps.c.id)
     )
-    .returning(steps.c.id)
-)
+
+
+#: :func:`record`, and the one successor inserted ``queued`` if it matched: one statement.
+COMPLETE_WITH_SUCCESSOR = _with_successor(claimed=False)
+#: :func:`record`, and the one successor inserted ``running`` for this thread (chained).
+COMPLETE_AND_CLAIM = _with_successor(claimed=True)
 _ENDED = (
     runs.update()
     .where(
@@ -281,9 +305,9 @@ _CANCEL_LATE = _step(status_in(steps.c.status, STEP_LIVE), ~run_is_live(_NOW)).v
 )
 
 
-def cancel_if_run_over(conn: Connection, step_id: str, now: datetime) -> None:
+def cancel_if_run_over(conn: Connection, step_id: str, now: datetime) -> bool:
     """live → cancelled: a step finishing after its run ended (cancelled, timed out)."""
-    conn.execute(_CANCEL_LATE, {"sid": step_id, "now": now})
+    return bool(conn.execute(_CANCEL_LATE, {"sid": step_id, "now": now}).rowcount == 1)
 
 
 def requeue_expired(conn: Connection, ids: list[str], cutoff: datetime) -> list[Any]:
@@ -445,55 +469,20 @@ def restart_run(conn: Connection, run_id: str) -> None:
     )
 
 
-# -- new rows ---------------------------------------------------------------------
-def insert_steps(
-    conn: Connection,
-    run_id: str,
-    new: Sequence[NewStep],
-    now: datetime,
-    status: StepStatus = StepStatus.QUEUED,
-) -> None:
-    """(new) → queued (due now unless the row says later), or waiting with its counter."""
-    if not new:
-        return
-    queued = status is StepStatus.QUEUED
-    conn.execute(
-        steps.insert(),
-        [
-            {
-                "id": s.id,
-                "run_id": run_id,
-                "name": s.name,
-                "item": s.item,
-                "status": status.value,
-                "queue": s.queue,
-                "attempts": 0,
-                "input": s.input,
-                "created_at": now,
-                "scheduled_at": (s.scheduled_at or now) if queued else s.scheduled_at,
-                "pending": s.pending,
-            }
-            for s in new
-        ],
-    )
+def release_chain(conn: Connection, run_id: str, message_id: str) -> list[Any]:
+    """running → queued: the chained steps of a message that came back (its worker died).
 
-
-def insert_skipped(conn: Connection, run_id: str, names: Sequence[str], now: datetime) -> None:
-    """(new) → skipped: the steps a Stop never let start, for the timeline."""
-    conn.execute(
-        steps.insert(),
-        [
-            {
-                "id": new_id(),
-                "run_id": run_id,
-                "name": name,
-                "status": StepStatus.SKIPPED.value,
-                "queue": "",
-                "attempts": 0,
-                # Distinct times keep the timeline in flow order.
-                "created_at": now + timedelta(microseconds=i + 1),
-                "finished_at": now,
-            }
-            for i, name in enumerate(names)
-        ],
+    Returns their attempt rows (the attempts were lost).
+    """
+    return list(
+        conn.execute(
+            steps.update()
+            .where(
+                steps.c.run_id == run_id,
+                steps.c.claimed_by == message_id,
+                steps.c.status == _R.value,
+            )
+            .values(status=_Q.value, lease_until=None)
+            .returning(*ATTEMPT_COLUMNS)
+        ).all()
     )
