@@ -59,15 +59,14 @@ class Database:
         self.dialect = self.sql.dialect.name
         #: PostgreSQL runs the per-step statements in one round trip each
         self.fast = self.dialect == "postgresql"
-        self._autocommit = self.sql.execution_options(isolation_level="AUTOCOMMIT")
-        self._claims = self._autocommit
+        self._autocommit: Engine = self.sql.execution_options(isolation_level="AUTOCOMMIT")
+        self._claims: Engine = self._autocommit
         if self.fast:
             # A claim lost in a database crash is harmless (the step is queued
             # again and the broker redelivers its message), so claims do not wait
             # for the WAL flush; completions and submits still do.
-            self._claims = create_engine(url, pool_size=pool_size, durable=False).execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
+            # Born in autocommit, so a checkout changes nothing on the connection.
+            self._claims = create_engine(url, pool_size=pool_size, durable=False, autocommit=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -110,14 +109,17 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Engine:
+def create_engine(
+    url: str, *, pool_size: int = 10, durable: bool = True, autocommit: bool = False
+) -> Engine:
     """Create the engine for ``url``, tuned for many short transactions from worker threads.
 
     SQLite gets WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` transactions
     (so concurrent writers queue up instead of failing on lock upgrades);
     PostgreSQL gets psycopg 3 and a pool sized to the worker threads;
     ``durable=False`` makes its commits skip the WAL flush wait
-    (``synchronous_commit=off``), for writes that are safe to lose in a crash.
+    (``synchronous_commit=off``), for writes that are safe to lose in a crash;
+    ``autocommit`` makes its connections commit each statement (PostgreSQL).
 
     Raises:
         ConfigurationError: an unsupported URL or a missing driver (with the extra to install).
@@ -148,6 +150,10 @@ def create_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Eng
         kwargs["pool_recycle"] = 1800
         if not durable:
             kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
+        if autocommit:
+            # Every statement commits by itself: nothing for the pool to roll back.
+            kwargs["isolation_level"] = "AUTOCOMMIT"
+            kwargs["pool_reset_on_return"] = None
     else:
         raise ConfigurationError(
             f"database {backend!r} is not supported: use sqlite:/// or postgresql://"
