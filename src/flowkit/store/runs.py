@@ -225,7 +225,6 @@ class Runs:
             return self._complete_fast(run_id, now, params, outcome)
         done: Recorded | None = None
         with self.db.transaction() as conn:
-            self.db.wait_for_wal(conn, False)  # e.g. a fan-out item's record tells nobody yet
             keys = lock_slots(conn, step_id, handoff)
             if not t.record(conn, params):
                 if not t.cancel_if_run_over(conn, step_id, now):
@@ -235,8 +234,9 @@ class Runs:
             else:
                 done = _follow(conn, run_id, now, outcome)
             handed = hand_over(conn, keys, now)
-            if handed or (done is not None and (done.ready or done.ended)):
-                self.db.wait_for_wal(conn, True)  # what follows is published, or the run ended
+            if not (handed or (done is not None and (done.ready or done.ended))):
+                # Nothing is published and no run ended (e.g. a fan-out item): read at commit.
+                self.db.wait_for_wal(conn, False)
         _handed(handoff, handed)
         return done
 
