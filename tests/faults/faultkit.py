@@ -31,7 +31,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from helpers import query, scalar, wait_until  # noqa: E402
+from helpers import pid_alive, query, scalar, wait_until  # noqa: E402
 
 import flowkit  # noqa: E402
 
@@ -154,6 +154,28 @@ class Checker:
         assert rep.stuck == 0, rep.line()
         assert rep.duplicated == 0, rep.line()
         assert rep.reexecutions <= max_reexecutions, rep.line()
+
+
+# -- what a scenario watches -------------------------------------------------------
+def finished(url: str, flow: str = "fk") -> int:
+    """How many runs of ``flow`` have ended."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM flowkit_runs WHERE flow = %s AND status IN "
+            "('succeeded', 'failed', 'cancelled', 'timed_out')",
+            (flow,),
+        )
+    )
+
+
+def child_pids(w: Any) -> list[int]:
+    """The live worker processes a supervisor started (from their start lines)."""
+    return [
+        int(m.group("pid"))
+        for m in w.start_lines()
+        if int(m.group("pid")) != w.pid and pid_alive(int(m.group("pid")))
+    ]
 
 
 # -- a client submitting under faults ------------------------------------------

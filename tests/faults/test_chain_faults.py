@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 from fault_fixtures import checker_fixture, fk_fixture, load_fixture  # noqa: F401 - fixtures
-from faultkit import TARGET, Checker, Submitter
+from faultkit import TARGET, Checker, Submitter, child_pids, finished
 from helpers import (  # noqa: F401 - fixtures
     Workers,
     env_fixture,
-    pid_alive,
     query,
     scalar,
     wait_until,
@@ -32,24 +31,6 @@ from helpers import (  # noqa: F401 - fixtures
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-def _child_pids(w: Any) -> list[int]:
-    return [
-        int(m.group("pid"))
-        for m in w.start_lines()
-        if int(m.group("pid")) != w.pid and pid_alive(int(m.group("pid")))
-    ]
-
-
-def _finished(url: str) -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM flowkit_runs WHERE flow = 'fk' AND status IN "
-            "('succeeded', 'failed', 'cancelled', 'timed_out')",
-        )
-    )
 
 
 def _held_by(url: str, pid: int) -> dict[str, tuple[int, bool]]:
@@ -87,15 +68,15 @@ def test_sigkill_mid_chain_under_load(
     killed, chained_cut, resumed_after = [], 0, []
     for k in range(kills):
         threshold = rng.randint(n * (2 * k + 1) // 8, n * (2 * k + 2) // 8)
-        wait_until(lambda t=threshold: _finished(pg_url) >= t, 120, interval=0.05)
-        wait_until(lambda: len(_child_pids(sup)) == 2, 60, what="two workers")
-        victim = rng.choice(_child_pids(sup))
+        wait_until(lambda t=threshold: finished(pg_url) >= t, 120, interval=0.05)
+        wait_until(lambda: len(child_pids(sup)) == 2, 60, what="two workers")
+        victim = rng.choice(child_pids(sup))
         wait_until(lambda v=victim: bool(_held_by(pg_url, v)), 30, interval=0.005)
         os.kill(victim, signal.SIGKILL)
         cut = _held_by(pg_url, victim)
         chained_cut += sum(1 for _, chained in cut.values() if chained)
-        killed.append(f"pid {victim} at {_finished(pg_url)}/{n} ({len(cut)} running)")
-        wait_until(lambda v=victim: v not in _child_pids(sup) and len(_child_pids(sup)) == 2, 60)
+        killed.append(f"pid {victim} at {finished(pg_url)}/{n} ({len(cut)} running)")
+        wait_until(lambda v=victim: v not in child_pids(sup) and len(child_pids(sup)) == 2, 60)
         restarted = time.monotonic()
         wait_until(lambda c=cut: _moved(pg_url, c), 30, interval=0.05, what="the cut runs")
         resumed_after.append(time.monotonic() - restarted)

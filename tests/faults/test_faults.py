@@ -29,12 +29,10 @@ import faultkit
 import pika
 import pytest
 from fault_fixtures import checker_fixture, fk_fixture, load_fixture  # noqa: F401 - fixtures
-from faultkit import TARGET, Checker, Submitter
+from faultkit import TARGET, Checker, Submitter, child_pids, finished
 from helpers import (  # noqa: F401 - fixtures
     Workers,
-    bound_app,
     env_fixture,
-    pid_alive,
     query,
     scalar,
     wait_until,
@@ -48,26 +46,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 def running_steps(url: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM flowkit_steps WHERE status = 'running'"))
-
-
-def finished(url: str, flow: str = "fk") -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM flowkit_runs WHERE flow = %s AND status IN "
-            "('succeeded', 'failed', 'cancelled', 'timed_out')",
-            (flow,),
-        )
-    )
-
-
-def child_pids(w: Any) -> list[int]:
-    """The live worker processes a supervisor started (from their start lines)."""
-    return [
-        int(m.group("pid"))
-        for m in w.start_lines()
-        if int(m.group("pid")) != w.pid and pid_alive(int(m.group("pid")))
-    ]
 
 
 # -- 1. SIGKILL under load ------------------------------------------------------

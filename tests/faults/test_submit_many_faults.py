@@ -21,10 +21,10 @@ from typing import Any
 
 import faultkit
 import pytest
+from fault_fixtures import checker_fixture, fk_fixture  # noqa: F401 - fixtures
 from faultkit import TARGET, Checker
 from helpers import (  # noqa: F401 - fixtures
     Workers,
-    bound_app,
     env_fixture,
     scalar,
     wait_until,
@@ -34,25 +34,6 @@ from helpers import (  # noqa: F401 - fixtures
 import flowkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-@pytest.fixture
-def fk(pg_url: str, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The fault flows' App on this test's database, the ledger made, queues purged."""
-    import fault_flows
-    import psycopg
-
-    monkeypatch.setenv("FLOWKIT_DATABASE_URL", pg_url)
-    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        for ddl in fault_flows.LEDGER_DDL:
-            conn.execute(ddl)
-    with bound_app(fault_flows.app, pg_url, rabbitmq_url):
-        yield fault_flows
-
-
-@pytest.fixture
-def checker(pg_url: str, request: pytest.FixtureRequest) -> Checker:
-    return Checker(pg_url, request)
 
 
 class BatchSubmitter(threading.Thread):
