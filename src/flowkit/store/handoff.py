@@ -38,6 +38,7 @@ from ..status import StepStatus
 from .db import aware
 from .guards import RUN_LIVE
 from .limits import lock_keys
+from .overdue import due_select, due_step
 from .rows import Delayed, DueStep, Handoff
 from .schema import runs, steps
 
@@ -139,17 +140,7 @@ def hand_over(conn: Connection, keys: list[str], now: datetime) -> list[DueStep]
 def _oldest(conn: Connection, key: str, now: datetime) -> DueStep | None:
     """The oldest live step waiting for a slot of ``key``, locked, now due and unmarked."""
     row = conn.execute(
-        sa.select(
-            steps.c.id,
-            steps.c.run_id,
-            steps.c.name,
-            steps.c.queue,
-            runs.c.flow,
-            runs.c.key,
-            runs.c.priority,
-            runs.c.trace_context,
-        )
-        .join(runs, runs.c.id == steps.c.run_id)
+        due_select()
         .where(
             steps.c.waits_for == key,
             steps.c.status == _Q,
@@ -165,17 +156,7 @@ def _oldest(conn: Connection, key: str, now: datetime) -> DueStep | None:
     conn.execute(
         steps.update().where(steps.c.id == row.id).values(waits_for=None, scheduled_at=now)
     )
-    return DueStep(
-        row.id,
-        row.run_id,
-        row.name,
-        row.queue,
-        row.flow,
-        row.key,
-        _Q,
-        row.priority,
-        row.trace_context,
-    )
+    return due_step(row, _Q)
 
 
 def _put_off(conn: Connection, step_id: str, due: datetime) -> None:

@@ -1,4 +1,6 @@
-"""The forced recovery pass's query: steps overdue by age alone (``flowkit recover --force``)."""
+"""Steps to publish again, with what their messages carry from their run: the select every
+recovery rule and the concurrency hand-off start from, and the forced pass's query
+(``flowkit recover --force``): steps overdue by age alone."""
 
 from __future__ import annotations
 
@@ -9,27 +11,40 @@ import sqlalchemy as sa
 
 from ..status import StepStatus
 from .guards import RUN_LIVE, STEP_PENDING
+from .rows import DueStep
 from .schema import runs, steps
 
-__all__ = ["due_query"]
+__all__ = ["due_query", "due_select", "due_step"]
+
+
+def due_select() -> Any:
+    """Steps joined to their runs, with what a message for each needs (a :class:`DueStep`)."""
+    return sa.select(
+        steps.c.id,
+        steps.c.run_id,
+        steps.c.name,
+        steps.c.queue,
+        steps.c.status,
+        steps.c.worker_id,
+        runs.c.flow,
+        runs.c.key,
+        runs.c.priority,
+        runs.c.trace_context,
+    ).join(runs, runs.c.id == steps.c.run_id)
+
+
+def due_step(r: Any, status: str) -> DueStep:
+    """The :class:`DueStep` of a :func:`due_select` row, published as ``status``."""
+    return DueStep(
+        r.id, r.run_id, r.name, r.queue, r.flow, r.key, status, r.priority, r.trace_context
+    )
 
 
 def due_query(cutoff: datetime, lease_cutoff: datetime, limit: int) -> Any:
     """Queued steps due since ``cutoff`` (or signal waits past it), and running steps whose
     lease ends before ``lease_cutoff``, oldest first: the forced recovery pass's rows."""
     return (
-        sa.select(
-            steps.c.id,
-            steps.c.run_id,
-            steps.c.name,
-            steps.c.queue,
-            steps.c.status,
-            runs.c.flow,
-            runs.c.key,
-            runs.c.priority,
-            runs.c.trace_context,
-        )
-        .join(runs, runs.c.id == steps.c.run_id)
+        due_select()
         .where(
             runs.c.status.in_(RUN_LIVE),
             sa.or_(

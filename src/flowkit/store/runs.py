@@ -25,7 +25,7 @@ from .gates import maybe_end, move_gate, start_signal_wait
 from .handoff import hand_over, lock_slots, refuse, wake
 from .inserts import CREATE_RUN, create_params
 from .limits import check as check_limits
-from .overdue import due_query
+from .overdue import due_query, due_step
 from .rows import NO_STOP, Claim, ClaimLimits, Delayed, DueStep, Gate, Handoff, NewStep, Outcome
 from .schema import runs, steps
 
@@ -379,20 +379,7 @@ class Runs:
             if expired:
                 log_attempts(conn, t.requeue_expired(conn, expired, lease_cutoff), LOST, now)
         waiting, queued = StepStatus.WAITING.value, StepStatus.QUEUED.value
-        return [
-            DueStep(
-                r.id,
-                r.run_id,
-                r.name,
-                r.queue,
-                r.flow,
-                r.key,
-                waiting if r.status == waiting else queued,
-                r.priority,
-                r.trace_context,
-            )
-            for r in rows
-        ]
+        return [due_step(r, waiting if r.status == waiting else queued) for r in rows]
 
 
 def _claim_params(

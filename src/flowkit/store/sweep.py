@@ -36,6 +36,7 @@ from ..status import StepStatus
 from .attempts import ATTEMPT_COLUMNS, LOST, log_attempts
 from .db import Database, aware
 from .guards import RUN_LIVE, STEP_PENDING
+from .overdue import due_select, due_step
 from .rows import DueStep
 from .schema import Timestamp, runs, steps, workers
 
@@ -116,7 +117,7 @@ class Sweep:
             .returning(*ATTEMPT_COLUMNS)
         ).all()
         log_attempts(conn, lost, LOST, now)
-        return [_due(by_id[r.id], StepStatus.RUNNING.value) for r in lost]
+        return [due_step(by_id[r.id], StepStatus.RUNNING.value) for r in lost]
 
     def _lost(
         self, conn: Connection, cuts: Mapping[str, datetime], now: datetime, limit: int
@@ -126,7 +127,7 @@ class Sweep:
         for queue, cut in sorted(cuts.items()):
             eligible = _eligible(queue, cut, now)
             rows = conn.execute(
-                _select()
+                due_select()
                 .where(runs.c.status.in_(RUN_LIVE), *eligible)
                 .order_by(steps.c.scheduled_at)
                 .limit(limit)
@@ -148,7 +149,7 @@ class Sweep:
                 )
                 .returning(steps.c.id)
             ).all()
-            out.extend(_due(by_id[r.id], by_id[r.id].status) for r in marked)
+            out.extend(due_step(by_id[r.id], by_id[r.id].status) for r in marked)
         return out
 
 
@@ -205,21 +206,6 @@ def _eligible(queue: str, cut: datetime, now: datetime) -> list[sa.ColumnElement
     ]
 
 
-def _select() -> Any:
-    return sa.select(
-        steps.c.id,
-        steps.c.run_id,
-        steps.c.name,
-        steps.c.queue,
-        steps.c.status,
-        steps.c.worker_id,
-        runs.c.flow,
-        runs.c.key,
-        runs.c.priority,
-        runs.c.trace_context,
-    ).join(runs, runs.c.id == steps.c.run_id)
-
-
 def _dead_running(stale: datetime, own: str | None, limit: int) -> Any:
     """Running steps whose worker stopped beating (or stopped, or is gone)."""
     dead = sa.or_(
@@ -229,7 +215,7 @@ def _dead_running(stale: datetime, own: str | None, limit: int) -> Any:
     if own is not None:
         held.append(steps.c.worker_id != own)
     return (
-        _select()
+        due_select()
         .outerjoin(workers, workers.c.id == steps.c.worker_id)
         .where(runs.c.status.in_(RUN_LIVE), *held)
         .limit(limit)
@@ -238,17 +224,11 @@ def _dead_running(stale: datetime, own: str | None, limit: int) -> Any:
 
 def _expired_running(now: datetime, limit: int) -> Any:
     return (
-        _select()
+        due_select()
         .where(
             runs.c.status.in_(RUN_LIVE),
             steps.c.status == _R,
             steps.c.lease_until < sa.literal(now, Timestamp),
         )
         .limit(limit)
-    )
-
-
-def _due(r: Any, status: str) -> DueStep:
-    return DueStep(
-        r.id, r.run_id, r.name, r.queue, r.flow, r.key, status, r.priority, r.trace_context
     )
