@@ -116,6 +116,7 @@ def test_one_message_delivered_twice_runs_the_stage_once(
     pipeline = kill_app.flow(FLOW)
     run = pipeline.submit({"n": 1, "work_ms": 300}, key="same-id")
     step = queued_step(pg_url, run.id, "receive")
+    assert kill_app.engine.publisher.flush(60)  # the submit's message is on the broker
     kill_app.broker.flush_all()  # only the two deliveries of one message remain
     message = step_message(step, run)
     kill_app.broker.enqueue(message)
@@ -156,6 +157,7 @@ def test_redelivery_of_the_completing_message_publishes_the_queued_successor(
 ) -> None:
     pipeline = kill_app.flow(FLOW)
     run = pipeline.submit({"n": 2}, key="redelivered")
+    assert kill_app.engine.publisher.flush(60)  # the submit's message is on the broker
     kill_app.broker.flush_all()  # the original message was "delivered" to the dead worker
     message_id = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
     step = _crash_after_commit(kill_app, pg_url, run, message_id)
@@ -186,6 +188,7 @@ def test_lost_publish_is_redriven_by_flowkit_recover(
     """The completing message is gone too (e.g. the broker lost it): `flowkit recover`."""
     pipeline = kill_app.flow(FLOW)
     run = pipeline.submit({"n": 3}, key="lost")
+    assert kill_app.engine.publisher.flush(60)  # the submit's message is on the broker
     kill_app.broker.flush_all()
     _crash_after_commit(kill_app, pg_url, run, "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d")
     worker = workers.start(TARGET, threads=4)

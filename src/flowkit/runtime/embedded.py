@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterable
 
 import dramatiq
+from dramatiq.common import q_name
 
 from .publisher import CONTROL_QUEUE
 from .shutdown import stop_worker
@@ -50,6 +51,8 @@ class EmbeddedWorker:
                 # timers (signal waits, delays) would then block one another.
                 worker.queue_prefetch = 65535
             worker.start()
+            if not self.in_process:
+                _declare_consumed(worker)
             self._worker = worker
             return worker
 
@@ -59,3 +62,23 @@ class EmbeddedWorker:
             worker, self._worker = self._worker, None
         if worker is not None:
             stop_worker(worker, timeout)
+
+
+def _declare_consumed(worker: dramatiq.Worker) -> None:
+    """Declare every queue the worker consumes on the broker before returning.
+
+    Dramatiq's consumer threads declare their queues themselves, some moments after
+    the worker starts; a message sent to a queue nobody has declared yet is dropped
+    by RabbitMQ. Declaring here means that once the worker says it started, what is
+    sent to its queues stays there. The connection this thread opened is closed.
+    """
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker  # pika loads only for RabbitMQ
+
+    broker = worker.broker
+    if not isinstance(broker, RabbitmqBroker):
+        return
+    try:
+        for name in sorted({q_name(queue) for queue in worker.consumers}):
+            broker.declare_queue(name, ensure=True)
+    finally:
+        del broker.connection
