@@ -39,6 +39,7 @@ def test_status_reports_rabbitmq_depths_and_metrics_count_steps(
     procs = Procs(env, tmp_path)
     try:
         runs = [lim_flows.tenant_pipeline.submit({"tenant_id": "t", "n": i}) for i in range(7)]
+        assert app.engine.publisher.flush(60)  # the seven messages are on the broker
         status = subprocess.run(
             [sys.executable, "-m", "flowkit", "status", TARGET, "--json"],
             env={**procs.env},
