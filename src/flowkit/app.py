@@ -56,7 +56,7 @@ class App:
     Parameters:
         name: the application's name (used in logs).
         flows: the pipelines and workflows this App runs.
-        broker_url: ``memory://`` or ``amqp://user:password@host:5672/vhost``.
+        broker_url: ``memory://`` or ``amqp://user:password@host:5672/vhost`` (a cluster: a list).
         database_url: ``sqlite:///file.db`` or ``postgresql://user@host/db``.
         threads: worker threads of the embedded worker, and the size of the
             database connection pool.
@@ -69,6 +69,7 @@ class App:
         max_priority: enable RabbitMQ message priorities 0..N for ``submit(priority=)``;
             queues are then declared with ``x-max-priority`` (an existing queue
             declared without it must be deleted first).
+        queue_type: ``"quorum"``: replicated RabbitMQ quorum queues (``$FLOWKIT_QUEUE_TYPE``).
         signing_key: sign every message with HMAC-SHA256 and refuse unsigned or
             forged ones: a key, or a list of accepted keys whose first signs
             (default: ``$FLOWKIT_SIGNING_KEY``, comma-separated). Per process:
@@ -92,7 +93,7 @@ class App:
         name: str,
         flows: Iterable[Flow] = (),
         *,
-        broker_url: str | None = None,
+        broker_url: str | Sequence[str] | None = None,
         database_url: str | None = None,
         threads: int = DEFAULT_THREADS,
         embedded_worker: bool | None = None,
@@ -104,6 +105,7 @@ class App:
         max_payload_bytes: int | None = None,
         max_payload_depth: int | None = None,
         timer_hop: str | float | None = None,
+        queue_type: str | None = None,
     ) -> None:
         self.name = validate_name(name, what="App name")
         self._flows = starting.bind_flows(self, flows)
@@ -113,8 +115,9 @@ class App:
             "signing_key": signing_key,
             "max_payload_bytes": max_payload_bytes,
             "max_payload_depth": max_payload_depth,
+            "queue_type": queue_type,
         }
-        self.max_priority = starting.check_max_priority(max_priority)
+        self.max_priority = starting.check_max_priority(max_priority, queue_type)
         #: hooks called by the runtime (metrics, tracing); see :mod:`flowkit.observability`
         self.observers = Observers(observers)
         #: default model for :mod:`flowkit.llm` (else ``$FLOWKIT_LLM_MODEL``)
@@ -208,8 +211,14 @@ class App:
             if self._store is None:
                 from .store import Store  # SQLAlchemy loads with the first store
 
-                url, size = self.settings.database_url, self.threads + 2
-                self._store = Store.open(url, pool_size=size, create=self._create_schema)
+                s, size = self.settings, self.threads + 2
+                self._store = Store.open(
+                    s.database_url,
+                    pool_size=size,
+                    create=self._create_schema,
+                    pooler=s.database_pooler,
+                    listen_url=s.listen_url,
+                )
             return self._store
 
     @property
@@ -488,9 +497,4 @@ class App:
         return f"<App {self.name} flows={list(self._flows)}>"
 
 
-def _default_app(flow: Flow) -> App:
-    """The App of a flow submitted without one: named after it, on the default URLs."""
-    return App(flow.name, flows=[flow])
-
-
-Flow.default_app = _default_app
+Flow.default_app = starting.default_app

@@ -61,7 +61,9 @@ def _check_database(app: App, *, open_store: bool) -> None:
         with app.store.db.sql.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         return
-    engine = create_engine(app.settings.database_url, pool_size=1)
+    engine = create_engine(
+        app.settings.database_url, pool_size=1, pooler=app.settings.database_pooler
+    )
     try:
         check_schema(engine)  # first: a missing SQLite file is reported, not created
         with engine.connect() as conn:

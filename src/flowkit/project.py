@@ -7,8 +7,10 @@ inside a project (and every ``App`` created there) reads the same settings::
     app = "app.py:pipeline"           # MODULE:ATTR or path/to/file.py:ATTR
     broker_url = "amqp://guest:guest@127.0.0.1:5672/"
     database_url = "sqlite:///flowkit.db"
+    database_pooler = "none"          # or "transaction": behind PgBouncer
     threads = 4                       # flowkit worker / flowkit dev
     processes = 2                     # flowkit worker
+    retention = "30d"                 # finished runs the workers delete (flowkit.retention)
 
 Relative paths (the app's file, a SQLite file) resolve against the folder of
 that ``pyproject.toml``, not the current directory. Flags and the environment
@@ -39,8 +41,10 @@ KEYS: dict[str, type] = {
     "app": str,
     "broker_url": str,
     "database_url": str,
+    "database_pooler": str,
     "threads": int,
     "processes": int,
+    "retention": str,
 }
 _KINDS = {str: "a string", int: "an integer"}
 
@@ -55,16 +59,21 @@ class Project:
         broker_url: the broker URL, if set.
         database_url: the database URL, a relative SQLite path already resolved
             against :attr:`root`, if set.
+        database_pooler: ``"transaction"`` behind PgBouncer in transaction mode, if set.
         threads: worker threads of ``flowkit worker`` and ``flowkit dev``, if set.
         processes: worker processes of ``flowkit worker``, if set.
+        retention: how long the workers keep finished runs (``"30d"``), if set
+            (parsed by :func:`flowkit.retention.retention_setting`).
     """
 
     path: Path
     app: str | None = None
     broker_url: str | None = None
     database_url: str | None = None
+    database_pooler: str | None = None
     threads: int | None = None
     processes: int | None = None
+    retention: str | None = None
 
     @property
     def root(self) -> Path:

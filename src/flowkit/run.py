@@ -72,9 +72,10 @@ class Finishes:
 
     A run this process ends wakes its waiters at once (:meth:`notify`, the Engine's
     on-finished callback). On PostgreSQL the first :meth:`Run.wait` also starts a
-    :class:`~flowkit.store.notify.RunListener` (unless ``FLOWKIT_LISTEN=0``), so a run
-    ended by any process wakes the waiters of that run, and only those. Otherwise, and
-    while the listener is reconnecting, a run finished elsewhere is seen by polling.
+    :class:`~flowkit.store.notify.RunListener` (unless ``FLOWKIT_LISTEN=0``, or behind a
+    transaction pooler without ``FLOWKIT_LISTEN_URL``), so a run ended by any process
+    wakes the waiters of that run, and only those. Otherwise, and while the listener is
+    reconnecting, a run finished elsewhere is seen by polling.
     """
 
     def __init__(self) -> None:
@@ -108,10 +109,11 @@ class Finishes:
 
     def listen(self, store: Store) -> RunListener | None:
         """The listener on ``store``'s database, started by the first call; ``None`` on
-        SQLite, with ``FLOWKIT_LISTEN=0``, or with a psycopg older than 3.2."""
+        SQLite, with ``FLOWKIT_LISTEN=0``, behind a transaction pooler without a direct
+        ``FLOWKIT_LISTEN_URL``, or with a psycopg older than 3.2."""
         if self._listener is not None or store.dialect != "postgresql" or self._unsupported:
             return self._listener
-        if not listen_enabled():
+        if not listen_enabled() or (store.db.pooler and store.db.listen_url is None):
             return None
         # psycopg is the optional postgres extra, present whenever the database is PostgreSQL
         from .store import notify
@@ -273,7 +275,8 @@ class Run:
         On PostgreSQL the first wait starts the App's listener (``LISTEN``, see
         :mod:`flowkit.store.notify`): a run ended by any process wakes its waiters at
         once, and the status is checked every second anyway. On SQLite, with
-        ``FLOWKIT_LISTEN=0``, or while the listener reconnects, the status is polled
+        ``FLOWKIT_LISTEN=0``, behind a transaction pooler without ``FLOWKIT_LISTEN_URL``,
+        or while the listener reconnects, the status is polled
         (every 2 ms, doubling to 250 ms); a run ended in this process wakes its waiters
         at once everywhere.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .config import check_queue_type
 from .errors import ConfigurationError, EventNotSubscribed, FlowDefinitionError, FlowNotFound
 from .flows import Flow
 from .run import Run, check_submit
@@ -23,6 +24,7 @@ __all__ = [
     "bind_flows",
     "check_keys",
     "check_max_priority",
+    "default_app",
     "emit",
     "events",
     "resolve",
@@ -50,15 +52,25 @@ def bind_flows(app: App, flows: Iterable[Flow]) -> dict[str, Flow]:
     return named
 
 
-def check_max_priority(max_priority: int | None) -> int | None:
-    """``App(max_priority=)``, once it is ``None`` or an integer in 1..255.
+def check_max_priority(max_priority: int | None, queue_type: str | None = None) -> int | None:
+    """``App(max_priority=)``, once it is ``None`` or an integer in 1..255, and not asked
+    for together with ``queue_type="quorum"`` (``$FLOWKIT_QUEUE_TYPE`` is checked when the
+    broker is built: :func:`~flowkit.config.check_queue_type`).
 
     Raises:
         ConfigurationError: anything else.
     """
     if max_priority is not None and not (isinstance(max_priority, int) and 0 < max_priority <= 255):
         raise ConfigurationError("max_priority must be an integer in 1..255")
+    check_queue_type(queue_type, max_priority)
     return max_priority
+
+
+def default_app(flow: Flow) -> App:
+    """The App of a flow submitted without one: named after it, on the default URLs."""
+    from .app import App  # app.py imports this module
+
+    return App(flow.name, flows=[flow])
 
 
 def resolve(app: App, flow: Flow | str) -> Flow:

@@ -36,7 +36,8 @@ def build_runtime(app: App) -> tuple[Engine, dramatiq.Broker]:
         BrokerError: the broker cannot be used.
     """
     store = app.store
-    broker = create_broker(app.settings.broker_url, max_priority=app.max_priority)
+    s = app.settings
+    broker = create_broker(s.broker_url, max_priority=app.max_priority, queue_type=s.queue_type)
     set_dead_letter_recorder(broker, store.dead_letters.record)
     secure_process(app.settings)
     graphs = [f.compile() for f in app.flows]

@@ -43,7 +43,11 @@ def _dsn() -> str:
 def _conn() -> psycopg.Connection:
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed or conn.broken:
-        conn = psycopg.connect(_dsn().split("?", 1)[0], autocommit=True)
+        # FLOWKIT_TEST_LEDGER_URL: the ledger's own direct URL, when the workers'
+        # database URL is a PgBouncer (test_pgbouncer_faults.py)
+        own = os.environ.get("FLOWKIT_TEST_LEDGER_URL")
+        dsn = own.replace("postgresql+psycopg://", "postgresql://") if own else _dsn()
+        conn = psycopg.connect(dsn if own else dsn.split("?", 1)[0], autocommit=True)
         _local.conn = conn
     return conn
 

@@ -21,7 +21,10 @@ _local = threading.local()
 def _conn() -> psycopg.Connection:
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed:
-        url = os.environ["FLOWKIT_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+        # FLOWKIT_TEST_LEDGER_URL: the ledger's own (direct) database URL, e.g. when
+        # the workers' FLOWKIT_DATABASE_URL is a PgBouncer (tests/integration/test_pgbouncer.py)
+        url = os.environ.get("FLOWKIT_TEST_LEDGER_URL") or os.environ["FLOWKIT_DATABASE_URL"]
+        url = url.replace("postgresql+psycopg://", "postgresql://")
         conn = psycopg.connect(url, autocommit=True)
         _local.conn = conn
     return conn

@@ -298,7 +298,9 @@ def _store(args: argparse.Namespace) -> Any:
     from ..store import Store
 
     settings = Settings.resolve(None, args.database_url)
-    return Store.open(settings.database_url, pool_size=1, create=False)  # creates nothing
+    return Store.open(  # creates nothing
+        settings.database_url, pool_size=1, create=False, pooler=settings.database_pooler
+    )
 
 
 def runs_list(args: argparse.Namespace) -> int:

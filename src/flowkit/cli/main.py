@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..__about__ import __version__
 from ..errors import FlowkitError
@@ -31,13 +32,25 @@ __all__ = ["main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _BrokerUrls(argparse.Action):
+    """``--broker-url`` given more than once: the nodes of a RabbitMQ cluster, joined by ``;``."""
+
+    def __call__(
+        self, parser: Any, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        given = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{given};{values}" if given else values)
+
+
 def _connection_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connections")
     group.add_argument(
         "--broker-url",
         metavar="URL",
-        help="memory:// or amqp://user:pass@host:5672/ (default: $FLOWKIT_BROKER_URL, else "
+        action=_BrokerUrls,
+        help="memory:// or amqp://user:pass@host:5672/; a RabbitMQ cluster: the option once "
+        "per node, or 'amqp://a/;amqp://b/' (default: $FLOWKIT_BROKER_URL, else "
         "broker_url in [tool.flowkit] of pyproject.toml, else memory://)",
     )
     group.add_argument(

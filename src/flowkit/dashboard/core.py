@@ -66,7 +66,8 @@ class Dashboard:
             if not self._schema_ok:
                 from ..store import Store  # SQLAlchemy loads with the first store
 
-                probe = Store(self.app.settings.database_url, pool_size=1)
+                s = self.app.settings
+                probe = Store(s.database_url, pool_size=1, pooler=s.database_pooler)
                 try:
                     probe.check_schema()
                 finally:

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import dramatiq
 
-from ..config import mask_url
+from ..config import broker_urls, mask_url
 from ..errors import BrokerError, ConfigurationError
 from ..redact import redact
 
@@ -39,6 +39,7 @@ __all__ = [
     "connected",
     "describe",
     "is_broker_failure",
+    "queue_type_mismatch",
     "quiet_pika",
 ]
 
@@ -66,9 +67,9 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def _url_parts(url: str) -> tuple[str, str, str]:
-    """``(host, user, vhost)`` of an AMQP URL, as RabbitMQ sees them."""
+    """``(host, user, vhost)`` of an AMQP URL (the first of a list), as RabbitMQ sees them."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit((broker_urls(url) or [url])[0])
         host, user = parts.hostname or "localhost", unquote(parts.username or "guest")
     except ValueError:
         return "?", "?", "/"
@@ -166,6 +167,43 @@ def _protocol_cause(leaf: BaseException) -> tuple[str, str]:
     return f"could not be used{': ' + words if words else ''}", _RUNNING
 
 
+_MISMATCH = re.compile(
+    r"inequivalent arg 'x-queue-type' for queue '(?P<queue>[^']*)' in vhost '(?P<vhost>[^']*)'"
+    r": received (?P<received>.*) but current is (?P<current>.*)$"
+)
+
+
+def _queue_type_words(value: str) -> str:
+    """``the value 'quorum' of type 'longstr'`` → ``quorum``; ``none`` → ``classic``."""
+    m = re.search(r"'([^']*)'", value)
+    return m.group(1) if m else "classic"
+
+
+def queue_type_mismatch(exc: BaseException, queue_type: str | None = None) -> BrokerError | None:
+    """The :class:`~flowkit.BrokerError` for a declare RabbitMQ refused because the queue
+    exists with another type (``406 inequivalent arg 'x-queue-type'``), naming the queue
+    and how to migrate; ``None`` for any other error.
+    """
+    leaf = _leaf(exc)
+    if getattr(leaf, "reply_code", None) != 406:
+        return None
+    m = _MISMATCH.search(str(getattr(leaf, "reply_text", "") or ""))
+    if m is None:
+        return None
+    queue, vhost = m.group("queue"), m.group("vhost")
+    wanted = queue_type or _queue_type_words(m.group("received"))
+    current = _queue_type_words(m.group("current"))
+    base = re.sub(r"\.(DQ|XQ)$", "", queue)
+    return BrokerError(
+        f"RabbitMQ refused to declare queue {queue!r} (vhost {vhost!r}) as a {wanted} queue: "
+        f"it exists as a {current} queue, and a queue's type cannot change — to migrate, "
+        f"stop submitting and let the workers drain {base} and {base}.DQ, delete {base}, "
+        f"{base}.DQ and {base}.XQ (rabbitmqctl delete_queue -p {vhost} NAME) and start the "
+        f"workers with the new type; or use a new vhost (FLOWKIT_QUEUE_TYPE / "
+        "App(queue_type=); docs/operations.md, Running on a RabbitMQ cluster)"
+    )
+
+
 def describe(exc: BaseException, url: str) -> str:
     """One line: RabbitMQ at the masked ``url``, what went wrong in words, what to check.
 
@@ -173,6 +211,9 @@ def describe(exc: BaseException, url: str) -> str:
     """
     if isinstance(exc, BrokerError):
         return str(exc)
+    mismatch = queue_type_mismatch(exc)
+    if mismatch is not None:
+        return str(mismatch)
     what, check = _cause(exc, url)
     return f"RabbitMQ at {mask_url(url)} {what} — {check} {_WHERE}"
 
@@ -230,6 +271,8 @@ def quiet_pika() -> Iterator[None]:
 def connect(url: str, *, timeout: float | None = None) -> Any:
     """A new ``pika.BlockingConnection`` to ``url`` (one attempt when ``timeout`` is set).
 
+    Several URLs (joined by ``;``) are tried in turn, as Dramatiq's broker does.
+
     Raises:
         ConfigurationError: ``url`` is not a valid AMQP URL.
         BrokerError: RabbitMQ cannot be reached or refused the connection (in words).
@@ -237,16 +280,16 @@ def connect(url: str, *, timeout: float | None = None) -> Any:
     import pika  # the RabbitMQ client: only connecting needs it
 
     try:
-        params = pika.URLParameters(url)
+        params = [pika.URLParameters(u) for u in broker_urls(url) or [url]]
     except Exception as exc:
         raise ConfigurationError(f"broker URL {mask_url(url)} is not valid: {exc}") from None
-    if timeout is not None:
-        params.socket_timeout = timeout
-        params.stack_timeout = timeout
-        params.connection_attempts = 1
+    for p in params if timeout is not None else []:
+        p.socket_timeout = timeout
+        p.stack_timeout = timeout
+        p.connection_attempts = 1
     with quiet_pika():
         try:
-            return pika.BlockingConnection(params)
+            return pika.BlockingConnection(params if len(params) > 1 else params[0])
         except Exception as exc:
             if not is_broker_failure(exc):
                 raise

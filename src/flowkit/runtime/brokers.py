@@ -1,8 +1,16 @@
-"""Broker URLs to Dramatiq brokers: ``memory://`` → StubBroker, ``amqp://`` → RabbitmqBroker."""
+"""Broker URLs to Dramatiq brokers: ``memory://`` → StubBroker, ``amqp://`` → RabbitmqBroker.
+
+Several ``amqp://`` URLs (the nodes of a RabbitMQ cluster, joined by ``;``) make one
+broker that connects to the first node that answers, in an order each process
+shuffles once (``$FLOWKIT_BROKER_SHUFFLE=0`` keeps the order given), so the
+workers spread over the nodes; a connection lost is reopened on the next node.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -18,12 +26,13 @@ from dramatiq.middleware import (
 
 from .._clock import DUE_OPTION
 from .._clock import current as current_clock
-from ..config import Settings, mask_url
+from ..config import Settings, broker_urls, check_queue_type, mask_url
 from ..errors import BrokerError, ConfigurationError
 from ..redact import MessageFilter, redact, remember, remember_environment
-from .amqp import connected
+from .amqp import broker_unreachable, connected, is_broker_failure
 from .connections import FreshConnections, connection_name, name_connections
 from .quarantine import DeadLetterRecorder, RecordingEncoder
+from .quorum import broker_class
 from .wire import WirePolicy
 
 __all__ = ["MemoryBroker", "create_broker"]
@@ -103,37 +112,53 @@ def _middleware() -> list[Any]:
     ]
 
 
-def create_broker(url: str, *, max_priority: int | None = None) -> dramatiq.Broker:
+def node_order(url: str) -> list[str]:
+    """The URLs of ``url`` in the order this process tries them: shuffled, unless
+    ``$FLOWKIT_BROKER_SHUFFLE`` is ``0`` (the first URL is then preferred)."""
+    urls = broker_urls(url) or [url]
+    if os.environ.get("FLOWKIT_BROKER_SHUFFLE", "1").strip().lower() not in {"0", "false", "no"}:
+        random.shuffle(urls)
+    return urls
+
+
+def create_broker(
+    url: str, *, max_priority: int | None = None, queue_type: str = "classic"
+) -> dramatiq.Broker:
     """Build the broker for ``url``; nothing connects until the first message or consumer.
 
     It also installs flowkit's message encoder (JSON, like Dramatiq's, recording
     undecodable messages as dead letters): Dramatiq's encoder is process-wide.
     Never a pickle encoder: a worker decodes nothing but JSON.
 
+    Parameters:
+        url: ``memory://``, or one or more ``amqp://`` URLs joined by ``;``.
+        max_priority: RabbitMQ message priorities 0..N (classic queues only).
+        queue_type: ``"classic"`` or ``"quorum"`` (:mod:`.quorum`).
+
     Raises:
-        ConfigurationError: an unsupported URL.
+        ConfigurationError: an unsupported URL, or ``max_priority`` with quorum queues.
     """
+    check_queue_type(queue_type, max_priority)
     if not isinstance(dramatiq.get_encoder(), RecordingEncoder):
         dramatiq.set_encoder(RecordingEncoder())
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         return MemoryBroker(middleware=[*_middleware(), ClockHandled()])
     if scheme in {"amqp", "amqps"}:
+        urls = node_order(url)
         try:
-            from dramatiq.brokers.rabbitmq import RabbitmqBroker
-        except ImportError as exc:  # pragma: no cover - pika is a hard dependency
-            raise ConfigurationError("RabbitMQ support needs pika: pip install pika") from exc
-        try:
-            broker = RabbitmqBroker(
-                url=url,
+            broker = broker_class()(
+                url=urls if len(urls) > 1 else urls[0],
                 confirm_delivery=True,
                 max_priority=max_priority,
                 middleware=[*_middleware(), FreshConnections()],
             )
         except Exception as exc:
             raise BrokerError(f"cannot use broker {mask_url(url)}: {redact(str(exc))}") from exc
+        broker.queue_type = queue_type
         name_connections(broker, connection_name())
-        return broker
+        made: dramatiq.Broker = broker
+        return made
     raise ConfigurationError(f"broker URL {mask_url(url)!r} is not supported")
 
 
@@ -147,6 +172,26 @@ def check_broker(broker: dramatiq.Broker, url: str) -> None:
     if isinstance(broker, StubBroker):
         return
     connected(broker, url)
+    if getattr(broker, "queue_type", "classic") == "quorum":
+        declare_queues(broker, url)
+
+
+def declare_queues(broker: Any, url: str) -> None:
+    """Declare every queue of ``broker``'s actors now, so a queue of another type
+    (:mod:`.quorum`) stops a worker at start, in words.
+
+    Raises:
+        BrokerError: a queue exists with another type, or RabbitMQ cannot be used.
+    """
+    try:
+        for name in sorted(broker.get_declared_queues()):
+            broker.declare_queue(name, ensure=True)
+    except BrokerError:
+        raise
+    except Exception as exc:
+        if not is_broker_failure(exc):
+            raise
+        raise broker_unreachable(url, exc) from exc
 
 
 def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:

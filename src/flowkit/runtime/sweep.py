@@ -14,7 +14,9 @@ rows (:mod:`flowkit.store.sweep`):
 * a queued step is published again only when a live worker consuming its queue
   has had a thread free since before the step was published, and never twice
   within its publish lease; a busy backlog is left alone;
-* runs past their deadline end, signal waits past their timeout are woken.
+* runs past their deadline end, signal waits past their timeout are woken;
+* with a retention setting (:mod:`flowkit.retention`), finished runs older than it are
+  deleted after the pass in small batches, under the same duty (:mod:`flowkit.store.prune`).
 
 The sweeper's own worker adds its evidence directly, without waiting for its
 next heartbeat, so a lost message is noticed within a pass or two.
@@ -30,6 +32,8 @@ from datetime import datetime
 from dramatiq.brokers.stub import StubBroker
 
 from ..errors import BrokerError, StoreError
+from ..retention import Retention, retention_setting
+from ..store import Pruned
 from ..store.db import utcnow
 from ..store.sweep import SETTLE
 from .engine import Engine
@@ -62,12 +66,21 @@ class Sweeper:
         engine: the worker's engine (its store, publisher, load and worker id).
         queues: the queues this worker consumes, for its own evidence.
         every: seconds between passes.
+        retention: finished runs older than this are deleted after each pass, in batches.
     """
 
-    def __init__(self, engine: Engine, queues: Iterable[str], *, every: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        queues: Iterable[str],
+        *,
+        every: float,
+        retention: Retention | None = None,
+    ) -> None:
         self.engine = engine
         self.queues = tuple(sorted(queues))
         self.every = every
+        self.retention = retention
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="flowkit-sweep", daemon=True)
         self._thread.start()
@@ -84,11 +97,37 @@ class Sweeper:
         while not self._stop.wait(self.every):
             try:
                 self.engine.sweep(local=self.local())
+                self.prune()
             except (StoreError, BrokerError) as exc:
                 # The service comes back, or the worker stops: the next pass tries again.
                 log.warning("recovery sweep failed: %s; next pass in %gs", exc, self.every)
             except Exception:
                 log.exception("recovery sweep failed; next pass in %gs", self.every)
+
+    def prune(self) -> int | None:
+        """The retention's part of a pass: a batch of finished runs deleted, and another
+        while the last was full, up to :attr:`~flowkit.retention.Retention.batches` batches
+        (each its own short transaction). The runs deleted (``None``: no retention, or
+        another process holds the sweep's duty now)."""
+        keep = self.retention
+        if keep is None:
+            return None
+        total: Pruned | None = None
+        for _ in range(keep.batches):
+            done = self.engine.store.prune.batch(
+                before=keep.cutoff(utcnow()), statuses=keep.statuses, limit=keep.batch, duty=True
+            )
+            if done is None:
+                break
+            total = done if total is None else total + done
+            if done.runs < keep.batch or self._stop.is_set():
+                break
+        if total is None:
+            return None
+        if total.total:
+            shown = ", ".join(f"{n} {what}" for what, n in total.items() if n)
+            log.info("retention (%s) deleted %s", keep, shown)
+        return total.runs
 
     def stop(self) -> None:
         """Stop after the pass under way, if any."""
@@ -110,7 +149,8 @@ class Presence:
             every second with the in-process broker unless the variable is set).
 
     Raises:
-        ConfigurationError: a bad ``$FLOWKIT_HEARTBEAT_SECONDS`` or ``$FLOWKIT_SWEEP_SECONDS``.
+        ConfigurationError: a bad ``$FLOWKIT_HEARTBEAT_SECONDS``, ``$FLOWKIT_SWEEP_SECONDS``
+            or retention setting (:func:`~flowkit.retention.retention_setting`).
         StoreError: the worker could not be registered.
     """
 
@@ -128,13 +168,16 @@ class Presence:
             every = seconds_from_env(
                 "FLOWKIT_SWEEP_SECONDS", IN_PROCESS_SWEEP_SECONDS if in_process else SWEEP_SECONDS
             )
+        retention = retention_setting()  # a bad value fails the start, before registering
+        if retention is not None:
+            log.info("retention: finished runs are deleted %s after they end", retention)
         self.engine = engine
         self.heartbeat = Heartbeat(
             engine.store.workers, queues=served, threads=threads, load=engine.load
         )
         engine.worker_id = self.heartbeat.worker_id
         engine.load.serve(threads)
-        self.sweeper = Sweeper(engine, served, every=every)
+        self.sweeper = Sweeper(engine, served, every=every, retention=retention)
 
     @property
     def worker_id(self) -> str:

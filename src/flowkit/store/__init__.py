@@ -5,6 +5,7 @@ from .db import Database
 from .deadletters import DeadLetter, DeadLetters
 from .inuse import LimitsInUse
 from .llmcache import LLMCache
+from .prune import Prune, Pruned
 from .queries import Queries, RunFilter, RunPage
 from .reads import Reads
 from .rows import (
@@ -48,6 +49,8 @@ __all__ = [
     "NewRun",
     "NewStep",
     "Outcome",
+    "Prune",
+    "Pruned",
     "Queries",
     "Reads",
     "ReceivedSignal",

@@ -2,7 +2,11 @@
 
 Every other store module takes a :class:`Database` and imports from here,
 never from each other's internals. Two databases are supported: SQLite
-(embedded) and PostgreSQL.
+(embedded) and PostgreSQL, directly or behind a pooler in transaction mode
+(PgBouncer, ``pooler="transaction"``): then no connection carries session state
+from one transaction to the next (no startup ``options``, no prepared statements,
+only ``SET LOCAL`` and transaction-level advisory locks). See docs/operations.md,
+"Many workers: PgBouncer".
 """
 
 from __future__ import annotations
@@ -10,18 +14,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.sql.dml import UpdateBase
 
 from .._clock import utcnow  # the clock, re-exported: store modules read it from here
 from ..config import mask_url
 from ..errors import ConfigurationError, StoreError
 
 __all__ = ["Database", "aware", "create_engine", "normalize_url", "unavailable", "utcnow"]
+
+_S = TypeVar("_S", bound=sa.Executable)
+#: ``SET LOCAL synchronous_commit = off`` as a value: in an autocommit statement, its own
+#: transaction's commit does not wait for the WAL flush (read at commit, then reset).
+_NO_WAL_WAIT: sa.Label[Any] = sa.literal_column(
+    "set_config('synchronous_commit', 'off', true)"
+).label("no_wal_wait")
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -50,23 +62,42 @@ class Database:
     Parameters:
         url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
         pool_size: connections kept open; size it to the worker threads.
+        pooler: ``"transaction"``: ``url`` is a pooler in transaction mode (PgBouncer),
+            so nothing may rely on session state. ``None``: a direct connection.
+        listen_url: where ``LISTEN`` connects (:mod:`.notify`), directly to PostgreSQL,
+            if not ``url``.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pooler: str | None = None,
+        listen_url: str | None = None,
+    ) -> None:
         self.url = url
+        #: ``"transaction"`` behind a transaction pooler, else ``None``
+        self.pooler = pooler
+        #: the direct URL ``LISTEN`` uses, if not :attr:`url`
+        self.listen_url = listen_url
         #: the SQLAlchemy engine for ordinary transactions
-        self.sql = create_engine(url, pool_size=pool_size)
+        self.sql = create_engine(url, pool_size=pool_size, pooler=pooler)
         self.dialect = self.sql.dialect.name
         #: PostgreSQL runs the per-step statements in one round trip each
         self.fast = self.dialect == "postgresql"
         self._autocommit: Engine = self.sql.execution_options(isolation_level="AUTOCOMMIT")
         self._claims: Engine = self._autocommit
-        if self.fast:
+        if self.fast and pooler is None:
             # A claim lost in a database crash is harmless (the step is queued
             # again and the broker redelivers its message), so claims do not wait
             # for the WAL flush; completions and submits still do.
             # Born in autocommit, so a checkout changes nothing on the connection.
+            # Behind a transaction pooler that startup option is refused (and a
+            # session setting would not last): there the statement itself says so
+            # (:meth:`unflushed`), still one round trip, on the one pool.
             self._claims = create_engine(url, pool_size=pool_size, durable=False, autocommit=True)
+        self._unflushed: dict[int, tuple[sa.Executable, sa.Executable]] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -79,10 +110,35 @@ class Database:
         """A connection whose every statement commits by itself (one round trip each).
 
         ``durable=False`` (PostgreSQL) does not wait for the WAL flush: only for
-        writes that are safe to lose in a crash, such as a claim.
+        writes that are safe to lose in a crash, such as a claim. Behind a
+        transaction pooler only statements made with :meth:`unflushed` do not wait.
         """
         with unavailable(), (self._autocommit if durable else self._claims).connect() as conn:
             yield conn
+
+    def unflushed(self, statement: _S) -> _S:
+        """``statement`` for :meth:`autocommit` with ``durable=False``: as it is, or,
+        behind a transaction pooler (no startup ``options`` there), returning one more
+        column, ``set_config('synchronous_commit', 'off', true)``: a ``SET LOCAL`` for its
+        own transaction, so that commit does not wait for the WAL flush either, and a
+        claim is still one round trip.
+
+        Only for a statement (an ``UPDATE``/``INSERT ... RETURNING`` or a ``SELECT`` of
+        one) that writes nothing unless it returns a row.
+        """
+        if self.pooler is None or not self.fast:
+            return statement
+        made = self._unflushed.get(id(statement))
+        if made is None:
+            if isinstance(statement, UpdateBase):
+                changed: sa.Executable = statement.returning(_NO_WAL_WAIT)
+            elif isinstance(statement, sa.Select):
+                changed = statement.add_columns(_NO_WAL_WAIT)
+            else:
+                raise TypeError(f"cannot make {type(statement).__name__} skip the WAL flush")
+            # Keyed by id: the statement is kept too, so its id is never reused.
+            made = self._unflushed[id(statement)] = (statement, changed)
+        return made[1]  # type: ignore[return-value]
 
     def wait_for_wal(self, conn: Connection, wait: bool) -> None:
         """PostgreSQL: whether this transaction's commit waits for the WAL flush
@@ -97,7 +153,7 @@ class Database:
 
     def dispose(self) -> None:
         self.sql.dispose()
-        if self.fast:
+        if self._claims is not self._autocommit:
             self._claims.engine.dispose()
 
 
@@ -110,7 +166,12 @@ def normalize_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, durable: bool = True, autocommit: bool = False
+    url: str,
+    *,
+    pool_size: int = 10,
+    durable: bool = True,
+    autocommit: bool = False,
+    pooler: str | None = None,
 ) -> Engine:
     """Create the engine for ``url``, tuned for many short transactions from worker threads.
 
@@ -119,7 +180,10 @@ def create_engine(
     PostgreSQL gets psycopg 3 and a pool sized to the worker threads;
     ``durable=False`` makes its commits skip the WAL flush wait
     (``synchronous_commit=off``), for writes that are safe to lose in a crash;
-    ``autocommit`` makes its connections commit each statement (PostgreSQL).
+    ``autocommit`` makes its connections commit each statement (PostgreSQL);
+    ``pooler="transaction"`` (PostgreSQL behind PgBouncer in transaction mode) turns
+    off psycopg's prepared statements, which live on one server connection while the
+    pooler hands each transaction any of them.
 
     Raises:
         ConfigurationError: an unsupported URL or a missing driver (with the extra to install).
@@ -142,18 +206,7 @@ def create_engine(
         kwargs["max_overflow"] = pool_size
         kwargs["poolclass"] = sa.pool.QueuePool
     elif backend == "postgresql":
-        kwargs["pool_size"] = pool_size
-        kwargs["max_overflow"] = pool_size
-        # No pre-ping: it costs a round trip per transaction. A connection that
-        # died is invalidated by the pool on first use, and the runtime retries
-        # the message (see Engine.execute).
-        kwargs["pool_recycle"] = 1800
-        if not durable:
-            kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
-        if autocommit:
-            # Every statement commits by itself: nothing for the pool to roll back.
-            kwargs["isolation_level"] = "AUTOCOMMIT"
-            kwargs["pool_reset_on_return"] = None
+        kwargs.update(_pg_engine_args(pool_size, durable, autocommit, pooler))
     else:
         raise ConfigurationError(
             f"database {backend!r} is not supported: use sqlite:/// or postgresql://"
@@ -168,6 +221,44 @@ def create_engine(
     if backend == "sqlite":
         _tune_sqlite(engine)
     return engine
+
+
+def _pg_engine_args(
+    pool_size: int, durable: bool, autocommit: bool, pooler: str | None
+) -> dict[str, Any]:
+    """``sqlalchemy.create_engine``'s arguments for PostgreSQL (see :func:`create_engine`)."""
+    kwargs: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        # No pre-ping: it costs a round trip per transaction. A connection that
+        # died is invalidated by the pool on first use, and the runtime retries
+        # the message (see Engine.execute).
+        "pool_recycle": 1800,
+        "connect_args": _pg_connect_args(durable=durable, pooler=pooler),
+    }
+    if autocommit:
+        # Every statement commits by itself: nothing for the pool to roll back.
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+        kwargs["pool_reset_on_return"] = None
+    return kwargs
+
+
+def _pg_connect_args(*, durable: bool, pooler: str | None) -> dict[str, Any]:
+    """psycopg's connection arguments: a session setting when direct, none behind a pooler.
+
+    Raises:
+        ConfigurationError: ``durable=False`` behind a pooler (a startup option it refuses).
+    """
+    if pooler is None:
+        return {} if durable else {"options": "-c synchronous_commit=off"}
+    if not durable:
+        raise ConfigurationError(
+            f"behind a {pooler} pooler a connection cannot skip the WAL flush wait: "
+            "use SET LOCAL synchronous_commit in the transaction"
+        )
+    # A prepared statement lives on one server connection; the pooler hands each
+    # transaction whichever is free, where it is missing or named twice.
+    return {"prepare_threshold": None}
 
 
 def _tune_sqlite(engine: Engine) -> None:

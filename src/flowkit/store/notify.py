@@ -9,8 +9,11 @@ connection drops it connects again with a backoff; notifications sent meanwhile 
 so it calls its ``on_gap`` callback when the connection is lost and once ``LISTEN`` is back,
 and the waiters check their run's status themselves.
 
-Imported only on PostgreSQL, where psycopg (the ``postgres`` extra) is installed; behind a
-transaction pooler ``LISTEN`` does not work, and ``FLOWKIT_LISTEN=0`` keeps this off.
+Imported only on PostgreSQL, where psycopg (the ``postgres`` extra) is installed.
+``FLOWKIT_LISTEN=0`` keeps this off. Behind a transaction pooler ``LISTEN`` does not work
+(the session it was issued in is not this connection's for long), so a listener connects
+to the database's :attr:`~.db.Database.listen_url` (``FLOWKIT_LISTEN_URL``, directly to
+PostgreSQL) when it has one, and :class:`flowkit.run.Finishes` polls when it has none.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from sqlalchemy.engine import make_url
 
-from .db import Database
+from .db import Database, normalize_url
 
 __all__ = ["CHANNEL", "RunListener", "supported"]
 
@@ -53,8 +57,10 @@ def supported() -> bool:
 
 
 def connect_params(db: Database) -> dict[str, Any]:
-    """psycopg's connection parameters for ``db``'s URL, as its SQLAlchemy engine has them."""
-    _args, params = db.sql.dialect.create_connect_args(db.sql.url)
+    """psycopg's connection parameters for ``db``'s listen URL (else its URL), as its
+    SQLAlchemy engine would have them."""
+    url = db.sql.url if db.listen_url is None else make_url(normalize_url(db.listen_url))
+    _args, params = db.sql.dialect.create_connect_args(url)
     params = {k: v for k, v in params.items() if k != "context"}
     return {**_LIBPQ_DEFAULTS, **params}
 
@@ -63,7 +69,8 @@ class RunListener:
     """Calls ``on_finished(run_id)`` for each run that ends, from a daemon thread.
 
     Parameters:
-        db: the store's database (PostgreSQL); the listener opens its own connection.
+        db: the store's database (PostgreSQL); the listener opens its own connection,
+            to its ``listen_url`` if it has one (never through a transaction pooler).
         on_finished: called with the id of each run that ended, in the listener's thread.
         on_gap: called when notifications may have been missed: the connection was lost,
             or ``LISTEN`` has just started (runs may have ended before it).

@@ -166,7 +166,7 @@ class Runs:
         if limits is None and self.db.fast and not redelivered:
             with self.db.autocommit(durable=False) as conn:
                 row = conn.execute(
-                    t.CLAIM_AND_START if starts_run else t.CLAIM,
+                    self.db.unflushed(t.CLAIM_AND_START if starts_run else t.CLAIM),
                     _claim_params(
                         step_id, message_id, lease_ms, redelivered, utcnow(), None, worker_id
                     ),
@@ -259,7 +259,11 @@ class Runs:
                 )
                 if chain is not None:
                     params.update(lease=chain.lease_until, wid=chain.worker_id)
-                statement = t.COMPLETE_WITH_SUCCESSOR if chain is None else t.COMPLETE_AND_CLAIM
+                statement = (
+                    t.COMPLETE_WITH_SUCCESSOR
+                    if chain is None
+                    else self.db.unflushed(t.COMPLETE_AND_CLAIM)
+                )
                 recorded = conn.execute(statement, params).first() is not None
                 ended = False
             else:

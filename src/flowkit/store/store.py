@@ -8,6 +8,7 @@ from .deadletters import DeadLetters
 from .inuse import LimitsInUse
 from .llmcache import LLMCache
 from .migrate import check_schema, ensure_schema
+from .prune import Prune
 from .queries import Queries
 from .reads import Reads
 from .runs import Runs
@@ -24,18 +25,28 @@ class Store(Reads):
     The read queries (:class:`~.reads.Reads`) are its own methods; the writes
     are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
     (signals, cancel, deadlines, redrive), :attr:`dead_letters`,
-    :attr:`llm_cache`, :attr:`workers`, :attr:`sweep` and :attr:`submits` (a batch of
-    runs in one transaction); :attr:`queries` reads runs page by
+    :attr:`llm_cache`, :attr:`workers`, :attr:`sweep`, :attr:`prune` (retention) and
+    :attr:`submits` (a batch of runs in one transaction); :attr:`queries` reads runs page by
     page for a dashboard, :attr:`in_use` what its limits use now. Every part
     shares one :class:`~.db.Database`.
 
     Parameters:
         url: a SQLAlchemy URL (``sqlite:///flowkit.db``, ``postgresql://...``).
         pool_size: connections kept open; size it to the worker threads.
+        pooler: ``"transaction"`` when ``url`` is PgBouncer in transaction mode
+            (see :class:`~.db.Database`); ``None``: a direct connection.
+        listen_url: a direct PostgreSQL URL for ``LISTEN``, if not ``url``.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        db = Database(url, pool_size=pool_size)
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pooler: str | None = None,
+        listen_url: str | None = None,
+    ) -> None:
+        db = Database(url, pool_size=pool_size, pooler=pooler, listen_url=listen_url)
         super().__init__(db)
         self.url = url
         self.dialect = db.dialect
@@ -53,13 +64,23 @@ class Store(Reads):
         self.workers = Workers(db)
         #: the recovery sweep's passes, decided from evidence (see :mod:`.sweep`)
         self.sweep = Sweep(db)
+        #: finished runs deleted with their rows, batch by batch (see :mod:`.prune`)
+        self.prune = Prune(db)
         #: filtered pages of runs, cached counts (see :mod:`.queries`)
         self.queries = Queries(db)
         #: how much of each limit is in use now (see :mod:`.inuse`)
         self.in_use = LimitsInUse(db)
 
     @classmethod
-    def open(cls, url: str, *, pool_size: int = 10, create: bool = True) -> Store:
+    def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        create: bool = True,
+        pooler: str | None = None,
+        listen_url: str | None = None,
+    ) -> Store:
         """A store whose schema is this flowkit's: created or upgraded if needed, or,
         with ``create=False``, only checked (nothing is created, not even a SQLite file).
 
@@ -70,7 +91,7 @@ class Store(Reads):
 
         .. versionadded:: 0.3
         """
-        store = cls(url, pool_size=pool_size)
+        store = cls(url, pool_size=pool_size, pooler=pooler, listen_url=listen_url)
         try:
             if create:
                 store.ensure_schema()
