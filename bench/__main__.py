@@ -27,6 +27,9 @@ and vhosts):
     dashboard    the dashboard's pages and API on 1,000,000 runs                 (~30 s)
     memory       a worker's RSS, idle and after each 2,000 steps                 (~15 s)
     embedded     the exceptions example on the memory broker and SQLite          (~15 s)
+    prune        ``flowkit db prune`` of 1,000,000 finished runs (6 steps each) while a
+                 worker runs the pipeline, in pairs of rounds against the pipeline
+                 alone (bench/prune.py)                                       (~5-9 min)
 
 Celery and DBOS are optional (``pip install '.[bench]'``): a peer that is not installed
 is shown as such and the run goes on. ``flowkit_nochain`` (``flowkit worker --no-chain``)
@@ -54,6 +57,7 @@ import psycopg
 from bench import harness
 from bench.harness import PY, ROOT, Env, start, stop
 from bench.peers import DEFAULT_PEERS, PEERS
+from bench.prune import scenario_prune
 from bench.scenarios import (
     scenario_concurrency,
     scenario_fanout,
@@ -287,6 +291,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], None]] = {
     "dashboard": scenario_dashboard,
     "memory": scenario_memory,
     "embedded": scenario_embedded,
+    "prune": scenario_prune,
 }
 
 
@@ -336,6 +341,16 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="stages: threads per stage worker (default: ceil(8 x processes / 6))",
+    )
+    p.add_argument("--prune-runs", type=int, default=1_000_000, help="prune: finished runs")
+    p.add_argument("--prune-steps", type=int, default=6, help="prune: steps per seeded run")
+    p.add_argument("--prune-items", type=int, default=2000, help="prune: items per round")
+    p.add_argument(
+        "--prune-rounds", type=int, default=3, help="prune: pairs of rounds at the least"
+    )
+    p.add_argument("--prune-batch", type=int, default=1000, help="prune: runs per batch")
+    p.add_argument(
+        "--prune-rate", type=float, default=None, help="prune: --rate of flowkit db prune"
     )
     p.add_argument("--peers", default=",".join(DEFAULT_PEERS), help="pipeline, latency: peers")
     p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
