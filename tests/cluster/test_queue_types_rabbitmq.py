@@ -22,6 +22,7 @@ from helpers import Workers, env_fixture, workers_fixture  # noqa: E402, F401 - 
 
 import flowkit  # noqa: E402
 from flowkit.runtime.brokers import check_broker  # noqa: E402
+from flowkit.runtime.publisher import CONTROL_QUEUE  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,9 @@ QUEUES = ("fkc.a", "fkc.b")
 
 
 def _all_queues() -> list[str]:
-    return [n for q in QUEUES for n in (q, f"{q}.DQ", f"{q}.XQ")]
+    """The scenario's queues, and the control queue every App declares: the session's
+    vhost keeps it between tests, as a classic queue before and after these."""
+    return [n for q in (*QUEUES, CONTROL_QUEUE) for n in (q, f"{q}.DQ", f"{q}.XQ")]
 
 
 @pytest.fixture(name="channel")
