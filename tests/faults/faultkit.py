@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -176,6 +177,27 @@ def child_pids(w: Any) -> list[int]:
         for m in w.start_lines()
         if int(m.group("pid")) != w.pid and pid_alive(int(m.group("pid")))
     ]
+
+
+def running_steps(url: str) -> int:
+    """How many steps are ``running``."""
+    return int(scalar(url, "SELECT count(*) FROM flowkit_steps WHERE status = 'running'"))
+
+
+def kill_under_load(sup: Any, url: str, n: int, kills: int, rng: Any) -> list[str]:
+    """SIGKILL a random worker process of the supervisor ``sup`` ``kills`` times, each
+    at a random point of its own part of the ``n`` runs and while steps are running;
+    what was killed, and when, for the report."""
+    killed = []
+    for k in range(kills):
+        threshold = rng.randint(n * (2 * k + 1) // 8, n * (2 * k + 2) // 8)
+        wait_until(lambda t=threshold: finished(url) >= t, 120, interval=0.05)
+        wait_until(lambda: running_steps(url) > 0 and child_pids(sup), 30, interval=0.01)
+        victim = rng.choice(child_pids(sup))
+        signal_at = running_steps(url)
+        os.kill(victim, signal.SIGKILL)
+        killed.append(f"pid {victim} at {finished(url)}/{n} ({signal_at} running)")
+    return killed
 
 
 # -- a client submitting under faults ------------------------------------------

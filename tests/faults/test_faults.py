@@ -15,7 +15,6 @@ Run it alone with ``nox -s faults`` or ``pytest -m faults``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -29,7 +28,15 @@ import faultkit
 import pika
 import pytest
 from fault_fixtures import checker_fixture, fk_fixture, load_fixture  # noqa: F401 - fixtures
-from faultkit import TARGET, Checker, Submitter, child_pids, finished
+from faultkit import (
+    TARGET,
+    Checker,
+    Submitter,
+    child_pids,
+    finished,
+    kill_under_load,
+    running_steps,
+)
 from helpers import (  # noqa: F401 - fixtures
     Workers,
     env_fixture,
@@ -44,10 +51,6 @@ import flowkit
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-def running_steps(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM flowkit_steps WHERE status = 'running'"))
-
-
 # -- 1. SIGKILL under load ------------------------------------------------------
 def test_sigkill_worker_processes_under_load(
     fk: Any, workers: Workers, pg_url: str, checker: Checker, load: Callable[..., Submitter]
@@ -57,15 +60,7 @@ def test_sigkill_worker_processes_under_load(
     sup = workers.start(TARGET, "--processes", "2", threads=threads, name="sup")
     sup.wait_started(count=2)
     sub = load(fk.ledger, n, work_ms=5)
-    killed = []
-    for k in range(kills):
-        threshold = rng.randint(n * (2 * k + 1) // 8, n * (2 * k + 2) // 8)
-        wait_until(lambda t=threshold: finished(pg_url) >= t, 120, interval=0.05)
-        wait_until(lambda: running_steps(pg_url) > 0 and child_pids(sup), 30, interval=0.01)
-        victim = rng.choice(child_pids(sup))
-        signal_at = running_steps(pg_url)
-        os.kill(victim, signal.SIGKILL)
-        killed.append(f"pid {victim} at {finished(pg_url)}/{n} ({signal_at} running)")
+    killed = kill_under_load(sup, pg_url, n, kills, rng)
     last_kill = time.monotonic()
     accepted = sub.finish()
     checker.settle(accepted, ("fk",), 180)

@@ -11,9 +11,7 @@ startup-parameter error.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from fault_fixtures import checker_fixture, load_fixture  # noqa: F401 - fixtures
-from faultkit import TARGET, Checker, Submitter, child_pids, finished
+from faultkit import TARGET, Checker, Submitter, kill_under_load
 from helpers import Workers, bound_app, dsn, scalar, wait_until, workers_fixture  # noqa: F401
 from pgbouncer_kit import POOLER_ERRORS, Bouncer, pgbouncer_fixture  # noqa: F401 - fixture
 
@@ -57,10 +55,6 @@ def pooled_fk(
         yield fault_flows
 
 
-def running_steps(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM flowkit_steps WHERE status = 'running'"))
-
-
 def test_sigkill_under_load_behind_pgbouncer(
     fk: Any,
     workers: Workers,
@@ -74,15 +68,7 @@ def test_sigkill_under_load_behind_pgbouncer(
     sup = workers.start(TARGET, "--processes", "2", threads=threads, name="sup")
     sup.wait_started(count=2)
     sub = load(fk.ledger, n, work_ms=5)
-    killed = []
-    for k in range(kills):
-        threshold = rng.randint(n * (2 * k + 1) // 8, n * (2 * k + 2) // 8)
-        wait_until(lambda t=threshold: finished(pg_url) >= t, 120, interval=0.05)
-        wait_until(lambda: running_steps(pg_url) > 0 and child_pids(sup), 30, interval=0.01)
-        victim = rng.choice(child_pids(sup))
-        signal_at = running_steps(pg_url)
-        os.kill(victim, signal.SIGKILL)
-        killed.append(f"pid {victim} at {finished(pg_url)}/{n} ({signal_at} running)")
+    killed = kill_under_load(sup, pg_url, n, kills, rng)
     last_kill = time.monotonic()
     accepted = sub.finish()
     checker.settle(accepted, ("fk",), 180)
