@@ -18,6 +18,7 @@ from ._types import parse_duration_ms
 from .config import Settings, mask_url
 from .errors import ConfigurationError, FlowNotFound, RunNotFound
 from .flows import Flow
+from .inprocess import InProcess
 from .names import validate_name
 from .observability import Observer, Observers
 from .records import RetryPreview, RunInfo
@@ -27,10 +28,10 @@ from .status import RunStatus
 if TYPE_CHECKING:
     import dramatiq
 
-    from .runtime.embedded import EmbeddedWorker
     from .runtime.engine import Engine
     from .runtime.sweep import Presence
     from .store import Store
+    from .store.outbox import Caller
 
 __all__ = ["App", "Run"]
 
@@ -132,8 +133,7 @@ class App:
         self._store: Store | None = None
         self._broker: dramatiq.Broker | None = None
         self._engine: Engine | None = None
-        self._worker: EmbeddedWorker | None = None
-        self._beat: Presence | None = None
+        self._local = InProcess()  # the in-process worker
         self._lock = threading.RLock()
         #: wakes ``Run.wait`` when this process finishes a run
         self.finishes = Finishes()
@@ -182,12 +182,9 @@ class App:
                 raise ConfigurationError(
                     f"App {self.name!r} is already running; configure it first"
                 )
-            if broker_url is not None:
-                self._broker_url = broker_url
-            if database_url is not None:
-                self._database_url = database_url
-            if threads is not None:
-                self.threads = threads
+            self._broker_url = self._broker_url if broker_url is None else broker_url
+            self._database_url = self._database_url if database_url is None else database_url
+            self.threads = self.threads if threads is None else threads
             self._settings = None
 
     @property
@@ -310,7 +307,13 @@ class App:
 
     # -- runs ------------------------------------------------------------------
     def submit(
-        self, flow: Flow | str, input: Any, *, key: str | None = None, priority: int | None = None
+        self,
+        flow: Flow | str,
+        input: Any,
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+        connection: Caller | None = None,
     ) -> Run:
         """Start a run: validate ``input``, store the run, then publish its first step.
 
@@ -325,18 +328,21 @@ class App:
             key: an idempotency key, e.g. ``"tenant-1:exc-42"``.
             priority: RabbitMQ priority of every message of the run, 0..``max_priority``
                 (higher first); needs ``App(max_priority=N)``.
+            connection: your SQLAlchemy ``Connection`` or ``Session`` on the store's database:
+                the run is stored in its transaction (see docs/transactional-submit.md).
 
         Returns:
             a :class:`Run` handle; ``run.created`` says whether this call made it.
 
         Raises:
             InputValidationError: ``input`` does not validate; nothing was stored or sent.
+            ConfigurationError: ``connection`` is on another database; nothing was stored.
             FlowNotFound: no flow of that name.
             BrokerError: the run is stored but its first message could not be sent
                 (``flowkit recover`` or the next ``flowkit dev`` publishes it).
             StoreError: the database is unavailable.
         """
-        return starting.submit(self, flow, input, key=key, priority=priority)
+        return starting.submit(self, flow, input, key=key, priority=priority, connection=connection)
 
     def submit_many(
         self,
@@ -345,6 +351,7 @@ class App:
         *,
         keys: Iterable[str] | None = None,
         priority: int | None = None,
+        connection: Caller | None = None,
     ) -> list[Run]:
         """Start one run per input as :meth:`submit` does, in one transaction and one batch
         of publishes. Every input is validated first: if any is invalid, nothing is stored
@@ -356,6 +363,7 @@ class App:
             inputs: values of the first stage's input type (models or dicts).
             keys: one idempotency key per input, all different; or ``None``.
             priority: RabbitMQ priority of every message of the runs, as for :meth:`submit`.
+            connection: store the runs in your transaction, as for :meth:`submit`.
 
         Returns:
             one :class:`Run` per input, in order; ``run.created`` says whether it is new.
@@ -370,9 +378,13 @@ class App:
 
         .. versionadded:: 0.3
         """
-        return starting.submit_many(self, flow, inputs, keys=keys, priority=priority)
+        return starting.submit_many(
+            self, flow, inputs, keys=keys, priority=priority, connection=connection
+        )
 
-    def emit(self, event: str, payload: Any, *, key: str | None = None) -> list[Run]:
+    def emit(
+        self, event: str, payload: Any, *, key: str | None = None, connection: Caller | None = None
+    ) -> list[Run]:
         """Start every flow subscribed to ``event`` (``Workflow(on=...)``) with ``payload``.
 
         The payload is validated against each subscriber's input type first;
@@ -382,6 +394,7 @@ class App:
             event: the event's name, e.g. ``"loan:application:uploaded"``.
             payload: the input for each subscribed flow.
             key: an idempotency key, applied per flow.
+            connection: store the runs in your transaction, as for :meth:`submit`.
 
         Returns:
             one :class:`Run` per subscribed flow.
@@ -390,7 +403,7 @@ class App:
             EventNotSubscribed: no flow subscribes to ``event``.
             InputValidationError: a subscriber rejects the payload; nothing started.
         """
-        return starting.emit(self, event, payload, key=key)
+        return starting.emit(self, event, payload, key=key, connection=connection)
 
     def events(self) -> dict[str, list[str]]:
         """Each event name and the flows it starts."""
@@ -427,10 +440,7 @@ class App:
 
     # -- in-process workers ----------------------------------------------------
     def _maybe_start_embedded(self) -> None:
-        embedded = self._embedded_worker
-        if embedded is None:
-            embedded = self.settings.embedded
-        if embedded and (self._worker is None or not self._worker.running):
+        if starting.wants_embedded(self):
             self.start_worker()
 
     def start_worker(
@@ -450,29 +460,19 @@ class App:
         A step whose successor is on a queue it serves runs that successor next in the
         same thread, unless ``chain=False`` (``flowkit worker --no-chain``).
         """
-        from .runtime.embedded import EmbeddedWorker  # the runtime loads on first use
-        from .runtime.sweep import Presence
-
         with self._lock:
-            if self._worker is None:
-                self._worker = EmbeddedWorker(self.broker, in_process=self.settings.embedded)
-            if self._beat is None:  # registered before the threads claim anything
-                self._beat = Presence(self.engine, queues=queues, threads=threads or self.threads)
-            self.engine.serve(self.queues() if queues is None else queues, chain=chain)
-            return self._worker.start(queues=queues, threads=threads or self.threads)
+            return self._local.start(self, queues=queues, threads=threads, chain=chain)
 
     def stop_worker(self, *, timeout: float = 30.0) -> None:
         """Stop the in-process worker, letting running steps finish within ``timeout``,
         then its heartbeat (its row is marked stopped)."""
         with self._lock:
-            worker, self._worker = self._worker, None
-            beat, self._beat = self._beat, None
-        if beat is not None:
-            beat.pause()  # its consumers are closing: no evidence from it from now on
-        if worker is not None:
-            worker.stop(timeout)
-        if beat is not None:
-            beat.stop()
+            local, self._local = self._local, InProcess()
+        local.stop(timeout)
+
+    @property
+    def _beat(self) -> Presence | None:  # the in-process worker's row, heartbeat and sweeper
+        return self._local.presence
 
     def close(self) -> None:
         """Stop the in-process worker and close broker and database connections."""

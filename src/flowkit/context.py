@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, MutableMapping
@@ -130,7 +131,9 @@ class Context:
     def cancelled(self) -> bool:
         """Whether the run was cancelled or timed out, so a long step should stop early.
 
-        Reads the run's status from the store at most once a second.
+        Reads the run's status from the store at most once a second. In an
+        ``async def`` step, ``await ctx.acancelled()`` instead: this read would block
+        the event loop.
         """
         if self.cancel_probe is None:
             return False
@@ -138,4 +141,18 @@ class Context:
         if now - self._checked_at >= 1.0:
             self._cancelled = self.cancel_probe()
             self._checked_at = now
+        return self._cancelled
+
+    async def acancelled(self) -> bool:
+        """:attr:`cancelled` for an ``async def`` step: the store is read in a thread
+        (``asyncio.to_thread``), never on the event loop.
+
+        .. versionadded:: 0.4
+        """
+        if self.cancel_probe is None:
+            return False
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:
+            self._checked_at = now
+            self._cancelled = await asyncio.to_thread(self.cancel_probe)
         return self._cancelled

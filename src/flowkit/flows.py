@@ -22,6 +22,9 @@ from .names import validate_flow_name
 from .stage import Stage
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
     from .app import App, Run
 
 __all__ = ["Flow", "Pipeline"]
@@ -160,9 +163,24 @@ class Flow:
         self.compile()
         self._app = app
 
-    def submit(self, input: Any, *, key: str | None = None, priority: int | None = None) -> Run:
-        """Start a run of this flow; see :meth:`flowkit.App.submit`."""
-        return self.app.submit(self, input, key=key, priority=priority)
+    def submit(
+        self,
+        input: Any,
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+        connection: Connection | Session | None = None,
+    ) -> Run:
+        """Start a run of this flow; see :meth:`flowkit.App.submit`.
+
+        With ``connection`` (your SQLAlchemy ``Connection`` or ``Session`` on the store's
+        database) the run is stored in your transaction, and exists once it commits
+        (docs/transactional-submit.md).
+
+        .. versionchanged:: 0.4
+           ``connection``.
+        """
+        return self.app.submit(self, input, key=key, priority=priority, connection=connection)
 
     def submit_many(
         self,
@@ -170,12 +188,18 @@ class Flow:
         *,
         keys: Iterable[str] | None = None,
         priority: int | None = None,
+        connection: Connection | Session | None = None,
     ) -> list[Run]:
-        """Start one run per input, in one transaction; see :meth:`flowkit.App.submit_many`.
+        """Start one run per input, in one transaction (yours, with ``connection``, as
+        for :meth:`submit`); see :meth:`flowkit.App.submit_many`.
 
         .. versionadded:: 0.3
+        .. versionchanged:: 0.4
+           ``connection``.
         """
-        return self.app.submit_many(self, inputs, keys=keys, priority=priority)
+        return self.app.submit_many(
+            self, inputs, keys=keys, priority=priority, connection=connection
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {', '.join(self.steps)}>"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
+from .fingerprints import fingerprint
 from .stage import Stage
 
 __all__ = ["FlowGraph"]
@@ -153,6 +155,12 @@ class FlowGraph:
     def remaining(self, step: str) -> list[str]:
         """Steps never created because ``step`` stopped the run early (for the timeline)."""
         return list(self._skipped.get(step, ()))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The hash of the parts of this definition a stored run depends on
+        (:mod:`flowkit.fingerprints`); every run records the one it started under."""
+        return fingerprint(self)
 
     def queues(self) -> set[str]:
         """The names of the queues the flow's steps go to."""

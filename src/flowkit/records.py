@@ -138,6 +138,14 @@ class RetryPreview:
     reused: tuple[str, ...]
     #: succeeded items of a fanned-out start step that are kept, not run again
     kept_items: int = 0
+    #: a stranded run's reason (``docs/deploys.md``); ``None`` for a finished run
+    #:
+    #: .. versionadded:: 0.4
+    stranded: str | None = None
+    #: a stranded run's open steps that its flow no longer has: removed by the retry
+    #:
+    #: .. versionadded:: 0.4
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

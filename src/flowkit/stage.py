@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -90,6 +90,9 @@ class Stage(Generic[In, Out]):
         if not callable(fn):
             raise FlowDefinitionError(f"@flowkit.stage expects a function, got {fn!r}")
         self.fn = fn
+        #: an ``async def`` step: its coroutine runs on the worker's event loop, holding
+        #: no worker thread while it awaits (``runtime/aio.py``, ``docs/async-steps.md``)
+        self.is_async = inspect.iscoroutinefunction(fn)
         #: the step's options, parsed and checked (read them as attributes too)
         self.options = StepOptions.parse(options.get("name") or fn.__name__, **options)
         self._context_param: str | None = None
@@ -349,6 +352,14 @@ class StageDecorator(Protocol):
     """
 
     @overload
+    def __call__(self, fn: Callable[[In], Coroutine[Any, Any, Out]], /) -> Stage[In, Out]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[In, Context], Coroutine[Any, Any, Out]], /
+    ) -> Stage[In, Out]: ...
+
+    @overload
     def __call__(self, fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
 
     @overload
@@ -356,6 +367,14 @@ class StageDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[..., Any], /) -> Stage[Any, Any]: ...
+
+
+@overload
+def stage(fn: Callable[[In], Coroutine[Any, Any, Out]], /) -> Stage[In, Out]: ...
+
+
+@overload
+def stage(fn: Callable[[In, Context], Coroutine[Any, Any, Out]], /) -> Stage[In, Out]: ...
 
 
 @overload
@@ -377,7 +396,9 @@ def stage(
 
     The function takes its input (a pydantic model or a JSON-compatible type)
     and, optionally, a :class:`~flowkit.Context` as second parameter; both its
-    input and return type must be annotated. Usable bare (``@flowkit.stage``)
+    input and return type must be annotated. It may be an ``async def``: the
+    coroutine then runs on the worker's event loop and holds no worker thread
+    while it awaits (see the Async steps guide). Usable bare (``@flowkit.stage``)
     or with options::
 
         @flowkit.stage(queue="triage", retries=5, timeout="30s")
@@ -422,6 +443,8 @@ def stage(
        typed: ``Stage[Input, Output]`` rather than ``Stage[Any, Any]``.
     .. versionchanged:: 0.3
        ``chain``.
+    .. versionchanged:: 0.4
+       ``async def`` functions.
     """
 
     check_keywords(options, StageKeywords, what="stage")

@@ -4,7 +4,9 @@ The App's methods carry the documentation and call these. Each checks what the
 caller passed (the flow, the keys and the priority, the flows an event starts),
 hands the work to the :class:`~flowkit.runtime.engine.Engine`, which validates the
 inputs, stores the runs and publishes them, and wraps what it started in
-:class:`~flowkit.Run` handles.
+:class:`~flowkit.Run` handles. With ``connection=`` the inputs are validated the same
+way, then the runs are stored in the caller's transaction
+(:mod:`flowkit.runtime.outbox`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .run import Run, check_submit
 
 if TYPE_CHECKING:
     from .app import App
+    from .store.outbox import Caller
 
 __all__ = [
     "bind_flows",
@@ -28,8 +31,10 @@ __all__ = [
     "emit",
     "events",
     "resolve",
+    "start_in",
     "submit",
     "submit_many",
+    "wants_embedded",
 ]
 
 
@@ -86,11 +91,23 @@ def resolve(app: App, flow: Flow | str) -> Flow:
     return app.flow(flow)
 
 
-def submit(app: App, flow: Flow | str, input: Any, *, key: str | None, priority: int | None) -> Run:
+def submit(
+    app: App,
+    flow: Flow | str,
+    input: Any,
+    *,
+    key: str | None,
+    priority: int | None,
+    connection: Caller | None = None,
+) -> Run:
     """:meth:`App.submit <flowkit.App.submit>`."""
     f = resolve(app, flow)
     check_submit(key, priority, app.max_priority)
     engine = app.engine
+    if connection is not None:
+        payload = engine.validate_input(engine.flow(f.name), input)
+        ((run_id, created),) = start_in(app, f, [payload], [key], priority, connection)
+        return Run(app, run_id, f.name, created=created)
     app._maybe_start_embedded()
     run_id, created = engine.submit(engine.flow(f.name), input, key=key, priority=priority)
     return Run(app, run_id, f.name, created=created)
@@ -103,6 +120,7 @@ def submit_many(
     *,
     keys: Iterable[str] | None,
     priority: int | None,
+    connection: Caller | None = None,
 ) -> list[Run]:
     """:meth:`App.submit_many <flowkit.App.submit_many>`."""
     f = resolve(app, flow)
@@ -110,9 +128,51 @@ def submit_many(
     batch_keys = check_keys(keys, len(values))
     check_submit(None, priority, app.max_priority)
     engine = app.engine
-    app._maybe_start_embedded()
-    started = engine.submit_many(engine.flow(f.name), values, keys=batch_keys, priority=priority)
+    if connection is not None:
+        from .runtime.batches import check_inputs  # the runtime loads on first use
+
+        payloads = check_inputs(engine.flow(f.name), values, engine.limits)
+        started = start_in(app, f, payloads, batch_keys, priority, connection)
+    else:
+        app._maybe_start_embedded()
+        graph = engine.flow(f.name)
+        started = engine.submit_many(graph, values, keys=batch_keys, priority=priority)
     return [Run(app, run_id, f.name, created=created) for run_id, created in started]
+
+
+def start_in(
+    app: App,
+    flow: Flow,
+    payloads: list[Any],
+    keys: list[str | None],
+    priority: int | None,
+    connection: Caller,
+) -> list[tuple[str, bool]]:
+    """Store validated runs in the caller's transaction (:mod:`flowkit.runtime.outbox`),
+    the embedded worker started first if it is wanted, as for an ordinary submit."""
+    from .runtime.outbox import start_in as store_in  # the runtime loads on first use
+
+    engine = app.engine
+    starter = app._maybe_start_embedded if wants_embedded(app) else None
+    graph = engine.flow(flow.name)
+    return store_in(
+        engine,
+        graph,
+        payloads,
+        keys=keys,
+        priority=priority,
+        connection=connection,
+        start_worker=starter,
+    )
+
+
+def wants_embedded(app: App) -> bool:
+    """Whether the App's embedded worker should start now: asked for (or the default,
+    with ``memory://``) and not running."""
+    embedded = app._embedded_worker
+    if embedded is None:
+        embedded = app.settings.embedded
+    return bool(embedded) and not app._local.running
 
 
 def check_keys(keys: Iterable[str] | None, count: int) -> list[str | None]:
@@ -158,7 +218,9 @@ def events(flows: Iterable[Flow]) -> dict[str, list[str]]:
     return out
 
 
-def emit(app: App, event: str, payload: Any, *, key: str | None) -> list[Run]:
+def emit(
+    app: App, event: str, payload: Any, *, key: str | None, connection: Caller | None = None
+) -> list[Run]:
     """:meth:`App.emit <flowkit.App.emit>`."""
     flows = [f for f in app.flows if event in f.events]
     if not flows:
@@ -170,6 +232,12 @@ def emit(app: App, event: str, payload: Any, *, key: str | None) -> list[Run]:
     engine = app.engine
     graphs = [engine.flow(f.name) for f in flows]
     payloads = [(g, engine.validate_input(g, payload)) for g in graphs]
+    if connection is not None:
+        return [
+            Run(app, run_id, f.name, created=created)
+            for f, data in zip(flows, (d for _, d in payloads), strict=True)
+            for run_id, created in start_in(app, f, [data], [key], None, connection)
+        ]
     app._maybe_start_embedded()
     runs = []
     for f, data in payloads:

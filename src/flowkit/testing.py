@@ -341,7 +341,8 @@ def wait_for_status(run: Run, *statuses: RunStatus | str, timeout: float = 30.0)
 
 
 def drain(app: App, *, timeout: float = 30.0) -> None:
-    """Wait until the embedded broker's queues are empty and its workers idle.
+    """Wait until the embedded broker's queues are empty and its workers idle
+    (``async def`` steps in flight included).
 
     Useful after submitting runs whose handles you did not keep. Retries
     scheduled with a backoff count as pending work, so keep backoffs short in tests.
@@ -349,6 +350,8 @@ def drain(app: App, *, timeout: float = 30.0) -> None:
     within ``timeout``; later ones wait for :meth:`VirtualClock.advance`.
     """
     from dramatiq.brokers.stub import StubBroker
+
+    from .runtime import aio  # the runtime loads on first use
 
     worker = app.start_worker()
     broker = app.broker
@@ -361,6 +364,7 @@ def drain(app: App, *, timeout: float = 30.0) -> None:
         for queue in list(broker.queues):
             broker.join(queue, fail_fast=False, timeout=ms)
         worker.join()
+        aio.drain(max(0.0, end - time.monotonic()))  # async steps still awaiting
         if all(broker.queues[q].qsize() == 0 for q in broker.queues):
             if not isinstance(clock, VirtualClock):
                 return

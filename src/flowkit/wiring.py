@@ -17,9 +17,11 @@ from .runtime.brokers import (
     name_worker_connections,
     secure_process,
     set_dead_letter_recorder,
+    set_unknown_step_check,
 )
 from .runtime.engine import Engine
 from .runtime.publisher import MAX_HOP_MS, publisher_for
+from .runtime.stranded import unknown_step
 
 if TYPE_CHECKING:
     from .app import App
@@ -41,6 +43,7 @@ def build_runtime(app: App) -> tuple[Engine, dramatiq.Broker]:
     set_dead_letter_recorder(broker, store.dead_letters.record)
     secure_process(app.settings)
     graphs = [f.compile() for f in app.flows]
+    set_unknown_step_check(broker, unknown_step(store, graphs))
     engine = Engine(
         graphs,
         store,

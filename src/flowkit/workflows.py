@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar, get_args, get_origin, overload
 
 from typing_extensions import Unpack
@@ -85,6 +85,12 @@ class Workflow(Flow):
         self.events = tuple(validate_event_name(e, what=f"workflow {name!r}") for e in names)
 
     @overload
+    def step(self, fn: Callable[[In], Coroutine[Any, Any, Out]], /) -> Stage[In, Out]: ...
+
+    @overload
+    def step(self, fn: Callable[[In, Context], Coroutine[Any, Any, Out]], /) -> Stage[In, Out]: ...
+
+    @overload
     def step(self, fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
 
     @overload
@@ -112,6 +118,8 @@ class Workflow(Flow):
     ) -> Stage[Any, Any] | StageDecorator:
         """Declare a step of this workflow (usable bare or with options).
 
+        The function may be an ``async def`` (see :func:`flowkit.stage`).
+
         Parameters:
             after: the parent step(s), as stage objects or names.
             each: run once per item of the (single) parent's list output, in parallel.
@@ -137,6 +145,8 @@ class Workflow(Flow):
 
         .. versionchanged:: 0.2
            typed: ``Stage[Input, Output]`` rather than ``Any``.
+        .. versionchanged:: 0.4
+           ``async def`` functions.
         .. versionchanged:: 0.2
            a signal wait's timeout gives :class:`~flowkit.TimedOut`; running with
            ``None`` on a timeout (a payload type that lists ``None``) is deprecated.

@@ -73,6 +73,33 @@ def test_a_pipeline_takes_stages_of_any_types() -> None:
     assert pipeline.compile().order() == ["price", "check", "receipt"]
 
 
+# An async def step: the output type is what the coroutine returns.
+@flowkit.stage
+async def price_async(order: Order) -> Priced:
+    return Priced(amount=order.amount, total=order.amount * 1.2)
+
+
+@flowkit.stage(retries=2, timeout="10s")
+async def receipt_async(priced: Priced, ctx: flowkit.Context) -> str:
+    return f"{priced.total:.2f}"
+
+
+async_flow = flowkit.Workflow("typing-async")
+
+
+@async_flow.step
+async def split_async(order: Order) -> list[Item]:
+    return [Item(n=i) for i in range(order.amount)]
+
+
+def test_async_stages_give_the_awaited_output_type() -> None:
+    assert_type(price_async, flowkit.Stage[Order, Priced])
+    assert_type(receipt_async, flowkit.Stage[Priced, str])
+    assert_type(split_async, flowkit.Stage[Order, list[Item]])
+    assert price_async.is_async and price_async.output_type is Priced
+    assert receipt_async.takes_context and receipt_async.retries == 2
+
+
 # -- Workflow.step -------------------------------------------------------------------
 flow = flowkit.Workflow("typing-flow")
 

@@ -204,3 +204,31 @@ def test_the_lending_walkthrough_ranks_lenders(tmp_path: Path) -> None:
 
 
 APP_1 = '{"application_id": 1}'
+
+
+@pytest.mark.timeout(300)
+def test_the_outbox_example_places_orders_with_their_runs(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    for _ in range(2):  # a second invocation on the same database, as a user reruns it
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples/outbox/run.py"), "--orders", "6"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=280,
+            env=env,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "orders refused       2 (rolled back: no row, no run)" in done.stdout
+        assert "runs succeeded       5" in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_the_async_steps_example_awaits_more_steps_than_threads(tmp_path: Path) -> None:
+    root = checkout(tmp_path, "async_steps")
+    before = untracked(root)
+    out = sh(root, clean_env(tmp_path), "examples/async_steps/run.py", "--items", "40")
+    assert "priced          40" in out
+    at_once = int(out.split("awaiting at once")[1].split()[0])
+    assert at_once > 4  # more steps awaiting than the 4 worker threads
+    assert untracked(root) == before

@@ -40,7 +40,7 @@ def test_upgrading_from_0006_keeps_steps_none_waiting_for_a_slot(database_url: s
     store = Store(database_url, pool_size=2)
     try:
         store.ensure_schema()
-        assert migrate.current_revision(store.db.sql) == SCHEMA_REVISION == "0007"
+        assert migrate.current_revision(store.db.sql) == SCHEMA_REVISION
         with store.db.transaction() as conn:
             rows = conn.execute(sa.select(steps).order_by(steps.c.id)).all()
             assert [(r.id, r.status, r.limit_key, r.waits_for) for r in rows] == [

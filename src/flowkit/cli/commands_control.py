@@ -90,7 +90,8 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
             "examples:\n"
             "  flowkit retry 01a2... --app myapp.flows:app\n"
             "  flowkit retry 01a2... --from policy --dry-run --app myapp.flows:app\n"
-            "  flowkit retry --status failed --flow exceptions --since 1h --app myapp.flows:app"
+            "  flowkit retry --status failed --flow exceptions --since 1h --app myapp.flows:app\n"
+            "  flowkit retry --stranded --flow expenses --from approve --app myapp.flows:app"
         ),
     )
     r.add_argument("run_id", metavar="RUN_ID", nargs="?")
@@ -105,6 +106,12 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         default=None,
         choices=[s.value for s in _RETRY_STATUSES],
         help="bulk: runs in this status (default failed)",
+    )
+    r.add_argument(
+        "--stranded",
+        action="store_true",
+        help="bulk: the runs a deploy stranded (flowkit runs list --stranded), onto the "
+        "deployed definition; needs --from",
     )
     r.add_argument("--flow", "-f", help="bulk: only runs of this flow")
     r.add_argument("--since", metavar="DURATION", help="bulk: only runs created this recently")

@@ -20,6 +20,7 @@ from ..runtime.validation import check_input
 from ..status import RunStatus
 from . import exits
 from .apps import add_app_arguments, load_optional, load_target
+from .commands_deploys import list_stranded
 from .shown import knows, run_dict, shown_input, shown_output, step_dict, unreached_steps
 from .submit_lines import submit_lines
 from .timeline import in_flow_order, print_run, print_table, secs_text, time_text
@@ -108,7 +109,8 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         epilog="examples:\n  flowkit runs list --status failed --limit 20\n"
         "  flowkit runs list --flow exceptions --json\n"
         "  flowkit runs list --key tenant-1: --since 2h --error-type TimeoutError\n"
-        "  flowkit runs list --stopped --stop-reason rejected",
+        "  flowkit runs list --stopped --stop-reason rejected\n"
+        "  flowkit runs list --stranded --json",
     )
     ls.add_argument("--flow", "-f", help="only runs of this flow")
     ls.add_argument(
@@ -127,6 +129,12 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         "--stopped", action="store_true", help="only runs a step ended early with flowkit.Stop"
     )
     ls.add_argument("--stop-reason", metavar="TEXT", help="only runs stopped with this reason")
+    ls.add_argument(
+        "--stranded",
+        action="store_true",
+        help="only the live runs a deploy stranded, oldest first, with the reason "
+        '(with --json: {"id", "flow", "status", "stranded", "fingerprint", "created_at"})',
+    )
     ls.add_argument("--limit", "-n", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="print JSON lines")
     add_app_arguments(ls, _APP_HELP, positional=False)
@@ -308,6 +316,8 @@ def runs_list(args: argparse.Namespace) -> int:
         raise ConfigurationError("--limit must be at least 1")
     from ..store.queries import MAX_PAGE  # lazy, as in _store: start-up stays fast
 
+    if args.stranded:
+        return list_stranded(args, _store(args))
     filter = _run_filter(args)
     store = _store(args)
     try:

@@ -19,6 +19,7 @@ from . import (
     commands_dashboard,
     commands_db,
     commands_dead,
+    commands_deploys,
     commands_flows,
     commands_ops,
     commands_runs,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_worker.register(sub, common, _Formatter)
     commands_runs.register(sub, common, _Formatter)
     commands_flows.register(sub, common, _Formatter)
+    commands_deploys.register(sub, common, _Formatter)
     commands_control.register(sub, common, _Formatter)
     commands_dead.register(sub, common, _Formatter)
     commands_ops.register(sub, common, _Formatter)

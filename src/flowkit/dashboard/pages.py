@@ -97,6 +97,7 @@ def run_page(dash: Dashboard, run_id: str, from_step: str | None, **extra: Any) 
         "signal_message": extra.get("signal_message", ""),
         "signal_values": extra.get("signal_values", {}),
         "status": extra.get("status", 200),
+        "stranded": (dash.store.strands.state(run_id) or (None, None))[1],
     }
 
 

@@ -15,6 +15,9 @@ Failure semantics inside a step:
   :class:`~flowkit.LLMOutputError` fails the step without retries;
 * other 4xx answers raise :class:`~flowkit.LLMRequestError`, which fails at once.
 
+An ``async def`` step awaits :func:`astructured` and :func:`acomplete` instead: the same
+calls on ``openai.AsyncOpenAI``, whose cache reads and writes run in a thread.
+
 Tokens (and cost, with ``App(llm_prices=...)``) are recorded on the step and
 shown by ``flowkit runs show``. With ``cache=True`` (the default) answers are
 kept in the flowkit database keyed by (model, messages, schema), so re-running
@@ -32,10 +35,12 @@ importable from here too (``flowkit.llm.LLMError``).
 #   _prompt     the messages sent, and reading the answers that come back
 #   _cache      the answer cache the step's Context carries (ctx.llm_cache)
 #   _api        structured() and complete(), built from the above
+#   _aio        astructured() and acomplete(): the same on the async client
 
 from __future__ import annotations
 
 from ..errors import LLMError, LLMOutputError, LLMRequestError, LLMUnavailable
+from ._aio import acomplete, astructured
 from ._api import complete, structured
 
 __all__ = [
@@ -43,6 +48,8 @@ __all__ = [
     "LLMOutputError",
     "LLMRequestError",
     "LLMUnavailable",
+    "acomplete",
+    "astructured",
     "complete",
     "structured",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
@@ -18,6 +20,10 @@ TIMEOUT = 120.0
 # One client per (base URL, hash of the key): clients are thread-safe and pool connections.
 _clients: dict[tuple[str | None, str], Any] = {}
 _clients_lock = threading.Lock()
+# Async clients, per event loop (forgotten with their loop).
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def openai_module() -> Any:
@@ -37,13 +43,7 @@ def client(given: Any) -> Any:
     if given is not None:
         return given
     openai = openai_module()
-    base = os.environ.get("OPENAI_BASE_URL") or None
-    key = os.environ.get("OPENAI_API_KEY") or None
-    if key is None and base is None:
-        raise ConfigurationError(
-            "flowkit.llm has no model server: set OPENAI_API_KEY (and OPENAI_BASE_URL "
-            "for another OpenAI-compatible server), or pass client=..."
-        )
+    base, key = _server()
     slot = (base, hashlib.sha256((key or "").encode()).hexdigest())
     with _clients_lock:
         found = _clients.get(slot)
@@ -56,6 +56,45 @@ def client(given: Any) -> Any:
             )
             _clients[slot] = found
     return found
+
+
+def async_client(given: Any) -> Any:
+    """``given``, else an ``openai.AsyncOpenAI`` client for this event loop.
+
+    One per (loop, base URL, key): an async client's connections belong to the loop
+    that opened them (a worker has one loop; a script may run several in turn).
+    """
+    if given is not None:
+        return given
+    openai = openai_module()
+    base, key = _server()
+    slot = (base, hashlib.sha256((key or "").encode()).hexdigest())
+    loop = asyncio.get_running_loop()
+    with _clients_lock:
+        mine = _async_clients.setdefault(loop, {})
+        found = mine.get(slot)
+        if found is None:
+            found = openai.AsyncOpenAI(
+                api_key=key or "not-needed", base_url=base, max_retries=0, timeout=TIMEOUT
+            )
+            mine[slot] = found
+    return found
+
+
+def _server() -> tuple[str | None, str | None]:
+    """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+
+    Raises:
+        ConfigurationError: neither is set.
+    """
+    base = os.environ.get("OPENAI_BASE_URL") or None
+    key = os.environ.get("OPENAI_API_KEY") or None
+    if key is None and base is None:
+        raise ConfigurationError(
+            "flowkit.llm has no model server: set OPENAI_API_KEY (and OPENAI_BASE_URL "
+            "for another OpenAI-compatible server), or pass client=..."
+        )
+    return base, key
 
 
 def model(given: str | None, ctx: Context | None) -> str:

@@ -23,33 +23,57 @@ def call(
     client: Any, model: str, msgs: list[dict[str, str]], extra: dict[str, Any]
 ) -> tuple[str, int, int, str | None]:
     """``(content, prompt_tokens, completion_tokens, problem)`` of one chat completion."""
-    openai = openai_module()
     try:
         resp = client.chat.completions.create(model=model, messages=msgs, **extra)
-    except openai.RateLimitError as exc:
+    except Exception as exc:
+        mapped = _mapped(exc, model, client)
+        if mapped is None:
+            raise
+        raise mapped from None
+    return _answer(resp)
+
+
+async def acall(
+    client: Any, model: str, msgs: list[dict[str, str]], extra: dict[str, Any]
+) -> tuple[str, int, int, str | None]:
+    """:func:`call` on an ``openai.AsyncOpenAI`` client."""
+    try:
+        resp = await client.chat.completions.create(model=model, messages=msgs, **extra)
+    except Exception as exc:
+        mapped = _mapped(exc, model, client)
+        if mapped is None:
+            raise
+        raise mapped from None
+    return _answer(resp)
+
+
+def _mapped(exc: Exception, model: str, client: Any) -> Exception | None:
+    """The flowkit error of a failed request, or ``None`` for an error not the client's."""
+    openai = openai_module()
+    if isinstance(exc, openai.RateLimitError):
         delay = retry_after(getattr(exc.response, "headers", None))
         detail = _detail(exc, client)
-        raise RetryAfter(
+        return RetryAfter(
             f"{model}: rate limited (HTTP 429)" + (f": {detail}" if detail else ""), delay=delay
-        ) from None
-    except openai.APITimeoutError:
-        raise LLMUnavailable(f"{model}: the request timed out") from None
-    except openai.APIConnectionError as exc:
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMUnavailable(f"{model}: the request timed out")
+    if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         why = f" ({type(cause).__name__})" if cause is not None else ""
-        raise LLMUnavailable(f"{model}: could not connect to the model server{why}") from None
-    except openai.APIStatusError as exc:
+        return LLMUnavailable(f"{model}: could not connect to the model server{why}")
+    if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = _detail(exc, client)
         text = f"{model}: HTTP {status}" + (f": {detail}" if detail else "")
         if status >= 500 or status in _RETRYABLE_4XX:
-            raise LLMUnavailable(f"{text} (server error)" if status >= 500 else text) from None
-        raise LLMRequestError(f"{text} (request refused)") from None
-    except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
-        raise LLMUnavailable(
+            return LLMUnavailable(f"{text} (server error)" if status >= 500 else text)
+        return LLMRequestError(f"{text} (request refused)")
+    if isinstance(exc, openai.APIError):  # e.g. a 200 whose body is not a chat completion
+        return LLMUnavailable(
             f"{model}: unusable response ({type(exc).__name__}): {_redact(str(exc), client)}"
-        ) from None
-    return _answer(resp)
+        )
+    return None
 
 
 def _answer(resp: Any) -> tuple[str, int, int, str | None]:

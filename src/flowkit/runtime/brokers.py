@@ -204,6 +204,14 @@ def set_dead_letter_recorder(broker: dramatiq.Broker, recorder: Any) -> None:
         encoder.recorder = recorder
 
 
+def set_unknown_step_check(broker: dramatiq.Broker, check: Callable[[str, str, str], bool]) -> None:
+    """Strand the run of a message whose step its flow no longer has (:mod:`.stranded`)
+    rather than keep a dead letter for it."""
+    for m in broker.middleware:
+        if isinstance(m, DeadLetterRecorder):
+            m.unknown_step = check
+
+
 def name_worker_connections(broker: dramatiq.Broker, worker_id: Callable[[], str | None]) -> None:
     """Name the connections of this broker's workers ``flowkit <worker_id()> <pid>``."""
     for m in broker.middleware:

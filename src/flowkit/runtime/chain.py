@@ -11,7 +11,8 @@ chained step left ``running`` and publishes it (``StepRunner.not_claimed``).
 A chain stops, and the successor is published as without chaining, at a fan-out,
 a join, a signal wait, a delay, a step with limits, a queue this process does not
 serve (a worker started with ``--queues``/``--stages``), a step of another
-priority, a step declared ``chain=False``, a worker told to stop, and after
+priority, a step declared ``chain=False``, an ``async def`` step (it gets its own
+message and runs on the event loop: :mod:`.aio`), a worker told to stop, and after
 ``$FLOWKIT_CHAIN_STEPS`` steps (25) or ``$FLOWKIT_CHAIN_SECONDS`` (5) so that one run
 cannot keep a thread. ``flowkit worker --no-chain`` turns it off for a worker.
 """
@@ -101,6 +102,7 @@ class Chain:
             or nxt.delay_ms
             or nxt.scheduled_at is not None
             or not after.chain
+            or after.is_async
             or after.wait_for
             or after.limits.any
             or after.queue not in self.served

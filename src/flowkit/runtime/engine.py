@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ from .heartbeat import heartbeat_seconds
 from .load import Load
 from .plan import gate, initial_rows
 from .publisher import Outgoing, Publisher, RunRef
+from .stranded import Stranded
 from .validation import check_input, check_signal
 
 __all__ = ["Engine"]
@@ -199,6 +201,7 @@ class Engine:
             entry_waits=entry_waits,
             priority=priority,
             trace_context=trace,
+            fingerprint=flow.fingerprint,
         )
 
     def _publish_start(self, flow: FlowGraph, created: Created, run: RunRef) -> None:
@@ -267,6 +270,7 @@ class Engine:
                 deadline_ms=flow.timeout_ms,
                 priority=priority,
                 trace_context=s.carrier,
+                fingerprint=flow.fingerprint,
             )
             s.set("flowkit.created", sum(d.created for d in done))
             publish_batch(self.publisher, flow, done, keys, priority, s.carrier)
@@ -275,7 +279,7 @@ class Engine:
     # -- a worker thread -------------------------------------------------------
     def execute(self, flow: FlowGraph, stage: Stage[Any, Any], step_id: str, got: Delivery) -> None:
         """Run one delivered step message; see :class:`.execute.StepRunner`."""
-        with self.load.running():
+        with self.load.running(), suppress(Stranded):  # its run waits for `retry --from`
             self.steps.execute(flow, stage, step_id, got)
 
     # -- control ---------------------------------------------------------------

@@ -12,7 +12,8 @@
    (:mod:`.chain`), with no message of its own.
 
 A worker that dies anywhere in between leaves the message unacknowledged:
-RabbitMQ redelivers it and the redelivery resumes (see ``docs/runtime.md``).
+RabbitMQ redelivers it and the redelivery resumes (see ``docs/runtime.md``). An
+``async def`` step's message is acknowledged at the hand-over to the loop (:mod:`.aio`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ..stage import Stage, Stop
 from ..status import RunStatus, StepStatus
 from ..store import Claim, Delayed, NewStep, Outcome, Store
 from ..store.db import utcnow
-from . import spans
+from . import aio, spans
 from .chain import Chain, ChainLimits, lease_ms
 from .claim_limits import claim_limits
 from .faults import fault
@@ -47,6 +48,7 @@ from .handoff import publish_handed, slots_of
 from .outcomes import Failure, Refused, StepFailed, error_record, expected, jsonable, short
 from .plan import gate, plan_completion, plan_settled_failure
 from .publisher import Outgoing, Publisher, RunRef
+from .stranded import strand_input
 from .timeouts import time_limit
 from .validation import validation_errors
 
@@ -94,6 +96,10 @@ class Job:
     @property
     def run_id(self) -> str:
         return self.got.run.run_id
+
+
+#: The chained step a thread runs next (with its claim), if any.
+Next = tuple[Job, Claim] | None
 
 
 class StepRunner:
@@ -190,16 +196,22 @@ class StepRunner:
             raise StepFailed(str(lost))
         value = self._parse(job, claim)
         ctx = self._context(job, claim, value)
-        began = time.monotonic()
-        result = self._attempt(job, claim, value, ctx)
+        step = aio.Step(job, claim, value, ctx, time.monotonic())
+        if job.stage.is_async:  # on the event loop; this thread is free again (.aio)
+            aio.start(self, step)
+            return None
+        return self.finish(step, self._attempt(job, claim, value, ctx), chain)
+
+    def finish(self, step: aio.Step, result: Outcome | Failure, chain: Chain | None) -> Next:
+        """Apply an attempt's outcome or failure; the chained step to run next, if any."""
+        job, ctx = step.job, step.ctx
         if isinstance(result, Failure):
             retried = result.delay_ms is not None
-            self._finished_attempt(job, began, ctx, "retried" if retried else "failed")
-            self._apply_failure(job, claim, result, ctx.usage)
+            self._finished_attempt(job, step.began, ctx, "retried" if retried else "failed")
+            self._apply_failure(job, step.claim, result, ctx.usage)
             return None
-        return self._apply_success(
-            job, replace(result, chain=chain.next_claim(job.flow, job.stage, result)), began, ctx
-        )
+        nxt = chain.next_claim(job.flow, job.stage, result) if chain else None
+        return self._apply_success(job, replace(result, chain=nxt), step.began, ctx)
 
     # -- claim -------------------------------------------------------------------
     def _claim(self, job: Job) -> Claim | Delayed | None:
@@ -239,6 +251,7 @@ class StepRunner:
         try:
             value = stage.parse_input(claim.input)
         except ValidationError as exc:
+            strand_input(self.store, job.flow, job.run_id, stage.name, exc)  # or Stranded
             err = InputValidationError(
                 f"stored input does not match stage {stage.name!r}: {validation_summary(exc)}",
                 errors=validation_errors(exc),
@@ -276,25 +289,31 @@ class StepRunner:
         return state is not None and state[0] in (RunStatus.CANCELLED, RunStatus.TIMED_OUT)
 
     def _attempt(self, job: Job, claim: Claim, value: Any, ctx: Context) -> Outcome | Failure:
-        flow, stage = job.flow, job.stage
+        stage = job.stage
         self._emit("step_started", job, attempt=claim.attempts)
         try:
             with time_limit(stage.timeout_ms, f"step {stage.name!r}"):
                 result = stage.invoke(value, ctx)
-            if isinstance(result, Stop):
-                out = self._output(stage, jsonable, result.output)
-                return Outcome(
-                    output={"stopped": True, "reason": result.reason, "output": out},
-                    stop=out,
-                    stop_reason=result.reason,
-                    skipped=flow.remaining(stage.name),
-                    usage=ctx.usage or None,
-                )
-            typed = stage.output_adapter.validate_python(result)
-            output = self._output(stage, stage.dump_output, typed)
-            plan = plan_completion(flow, stage.name, claim.item, output)
+            return self.settle(job, claim, ctx, result)
         except (Exception, StepTimeout) as exc:
             return Failure.decide(exc, stage, claim.attempts)
+
+    def settle(self, job: Job, claim: Claim, ctx: Context, result: Any) -> Outcome:
+        """The :class:`Outcome` of what a function returned; PayloadTooLarge over a limit."""
+        flow, stage = job.flow, job.stage
+        what = f"output of step {stage.name!r}"
+        if isinstance(result, Stop):
+            out = self.limits.json_form(jsonable, result.output, what=what, stage=stage.name)
+            return Outcome(
+                output={"stopped": True, "reason": result.reason, "output": out},
+                stop=out,
+                stop_reason=result.reason,
+                skipped=flow.remaining(stage.name),
+                usage=ctx.usage or None,
+            )
+        typed = stage.output_adapter.validate_python(result)
+        output = self.limits.json_form(stage.dump_output, typed, what=what, stage=stage.name)
+        plan = plan_completion(flow, stage.name, claim.item, output)
         return Outcome(
             output=output,
             inserts=plan.inserts,
@@ -303,15 +322,6 @@ class StepRunner:
             usage=ctx.usage or None,
             trace=job.got.run.trace,
         )
-
-    def _output(self, stage: Stage[Any, Any], dump: Callable[[Any], Any], value: Any) -> Any:
-        """The JSON form of what a step returned, within the payload limits.
-
-        Raises:
-            PayloadTooLarge: over a limit; the step fails at once (a retry would not shrink it).
-        """
-        what = f"output of step {stage.name!r}"
-        return self.limits.json_form(dump, value, what=what, stage=stage.name)
 
     def _finished_attempt(self, job: Job, began: float, ctx: Context, outcome: str) -> None:
         seconds, usage = time.monotonic() - began, ctx.usage or None
@@ -322,9 +332,7 @@ class StepRunner:
         self.observers.emit(hook, flow=job.flow.name, step=stage.name, queue=stage.queue, **fields)
 
     # -- apply -------------------------------------------------------------------
-    def _apply_success(
-        self, job: Job, outcome: Outcome, began: float, ctx: Context
-    ) -> tuple[Job, Claim] | None:
+    def _apply_success(self, job: Job, outcome: Outcome, began: float, ctx: Context) -> Next:
         fault("before-commit")
         slots = slots_of(job.stage)
         done = self.store.runs.complete(job.step_id, job.got.message_id, job.run_id, outcome, slots)
@@ -460,10 +468,7 @@ class StepRunner:
         queued = self.store.runs.queued_steps(run_id, children)
         if queued:
             log.info(
-                "re-publishing %d successor(s) of step %s in run %s",
-                len(queued),
-                name,
-                run_id,
+                "re-publishing %d successor(s) of step %s in run %s", len(queued), name, run_id
             )
             self.publisher.publish(got.run, [Outgoing(i, n, q) for i, n, q in queued])
 

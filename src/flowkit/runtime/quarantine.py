@@ -217,6 +217,9 @@ class DeadLetterRecorder(Middleware):
 
     def __init__(self) -> None:
         self.recorder: Recorder | None = None
+        #: ``(actor, run_id, step_id) -> bool``: strands the run of a step its flow no
+        #: longer has (then no dead letter is kept); see :mod:`.stranded`
+        self.unknown_step: Callable[[str, str, str], bool] | None = None
 
     def after_consumer_thread_boot(self, broker: Any, thread: Any) -> None:
         # Bodies are decoded on the consumer thread: an undecodable one is recorded
@@ -228,6 +231,8 @@ class DeadLetterRecorder(Middleware):
             quiet_dramatiq_noise(thread.logger)
 
     def before_nack(self, broker: Any, message: Any) -> None:
+        if self._stranded(message):
+            return
         reason = _reason(message)
         log.warning(
             "dead letter from queue %s: %s (message %s)",
@@ -250,3 +255,20 @@ class DeadLetterRecorder(Middleware):
             )
         except Exception:
             log.warning("could not record a dead letter (%s)", reason, exc_info=True)
+
+    def _stranded(self, message: Any) -> bool:
+        """A step message for an actor this worker lacks, whose step its flow no longer has:
+        the run is stranded instead (see :mod:`.stranded`)."""
+        check = self.unknown_step
+        exc = getattr(message, "_exception", None)
+        if check is None or exc is None or type(exc).__name__ != "ActorNotFound":
+            return False
+        kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
+        run_id, step_id = kwargs.get("run_id"), kwargs.get("step_id")
+        if not isinstance(run_id, str) or not isinstance(step_id, str):
+            return False
+        try:
+            return check(str(message.actor_name), run_id, step_id)
+        except Exception:  # the database is away: a dead letter, as before
+            log.warning("could not check message %s's step", message.message_id, exc_info=True)
+            return False

@@ -4,11 +4,17 @@ The step to start from (the failed one by default) and every step after it
 are reset; the steps before it keep their stored outputs and do not run
 again. A failed fan-out item is retried with the other failed or skipped
 items while the items that succeeded are kept.
+
+A *stranded* run (live, but its flow's deployed definition cannot go on with it:
+:mod:`.stranded`) is retried the same way onto the new definition, from the step
+named: its open steps the flow no longer has are removed, and every other step
+that stranded it must be the start or after it. The retry clears the mark and
+records the deployed fingerprint on the run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import tracing
 from .._ids import new_id
@@ -16,10 +22,11 @@ from ..errors import NotFoundError, RunNotFound, RunStateError
 from ..graph import FlowGraph
 from ..records import RetryPreview, RunInfo, StepInfo
 from ..status import StepStatus
-from ..store import Gate, NewStep
+from ..store import Gate, NewStep, OpenStep
 from .engine import Engine
 from .plan import gate
 from .publisher import Outgoing, RunRef
+from .stranded import step_reason
 
 __all__ = ["RedrivePlan", "plan_redrive", "redrive"]
 
@@ -64,6 +71,11 @@ class RedrivePlan:
     keep_items: str | None
     kept: int
     signal_waits: list[Gate]
+    #: a stranded run's reason, and its open steps of names the flow no longer has
+    stranded: str | None = None
+    dropped: tuple[str, ...] = ()
+    #: a stranded run's steps with a stored output (the others have none to reuse)
+    done: frozenset[str] = frozenset()
 
     def preview(self) -> RetryPreview:
         """The steps that run again, and those whose stored outputs are reused."""
@@ -72,8 +84,14 @@ class RedrivePlan:
             run_id=self.run.id,
             start=self.start,
             rerun=tuple(self.reset),
-            reused=tuple(n for n in order if n not in self.reset),
+            reused=tuple(
+                n
+                for n in order
+                if n not in self.reset and (self.stranded is None or n in self.done)
+            ),
             kept_items=self.kept,
+            stranded=self.stranded,
+            dropped=self.dropped,
         )
 
 
@@ -86,10 +104,17 @@ def plan_redrive(engine: Engine, run_id: str, from_step: str | None = None) -> R
         NotFoundError: ``from_step`` is not a step of the run's flow.
     """
     info = engine.store.get_run(run_id)
-    if info is None:
+    state = engine.store.strands.state(run_id)
+    if info is None or state is None:
         raise RunNotFound(f"no run {run_id!r}")
-    if not info.status.terminal:
+    stranded = None if info.status.terminal else state[1]
+    if not info.status.terminal and stranded is None:
         raise RunStateError(f"run {run_id} is still {info.status.value}: only a finished run")
+    if stranded is not None and from_step is None:
+        raise RunStateError(
+            f"run {run_id} is stranded ({stranded}): name the step of the new definition "
+            "to start from (--from STEP)"
+        )
     flow = engine.flow(info.flow)
     steps = engine.store.get_steps(run_id)
     if from_step is not None and from_step not in flow.steps:
@@ -114,7 +139,38 @@ def plan_redrive(engine: Engine, run_id: str, from_step: str | None = None) -> R
         gate(flow, w.name, 0) for w in waiting if flow.steps[w.name].wait_for and w.pending == 1
     ]
     kept = len(again) - requeued
-    return RedrivePlan(info, flow, start, reset, restart, waiting, keep_items, kept, signal_waits)
+    plan = RedrivePlan(info, flow, start, reset, restart, waiting, keep_items, kept, signal_waits)
+    return plan if stranded is None else _onto_deployed(plan, stranded, steps)
+
+
+def _onto_deployed(plan: RedrivePlan, stranded: str, steps: list[StepInfo]) -> RedrivePlan:
+    """A stranded run's plan: its obsolete open steps dropped, the start checked to cover
+    every other step that stranded it.
+
+    Raises:
+        RunStateError: a step that stranded the run is neither the start nor after it.
+    """
+    flow, open_steps = plan.flow, [s for s in steps if not s.status.terminal]
+    dropped = tuple(dict.fromkeys(s.name for s in open_steps if s.name not in flow.steps))
+    for s in open_steps:
+        row = OpenStep(s.id, s.name, s.status.value, s.input, s.item)
+        why = step_reason(flow, row)
+        if why is not None and s.name in flow.steps and s.name not in plan.reset:
+            raise RunStateError(
+                f"run {plan.run.id}: {why}, and it is not after {plan.start!r}: retry from "
+                f"{s.name!r} or a step before it"
+            )
+    for new, joined in plan.restart:
+        if joined is not None:
+            continue  # a join's input is gathered when it opens (and checked then)
+        why = step_reason(flow, OpenStep(new.id, new.name, "queued", new.input, new.item))
+        if why is not None:
+            raise RunStateError(
+                f"run {plan.run.id}: from the outputs stored before it, {why}: retry from "
+                "a step before it"
+            )
+    done = frozenset(s.name for s in steps if s.status is StepStatus.SUCCEEDED)
+    return replace(plan, stranded=stranded, dropped=dropped, done=done)
 
 
 def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[str]:
@@ -157,6 +213,9 @@ def _apply(engine: Engine, plan: RedrivePlan, trace: dict[str, str] | None) -> l
         keep_items=plan.keep_items,
         clear_signals=[flow.steps[n].wait_for or "" for n in plan.reset if flow.steps[n].wait_for],
         signal_waits=plan.signal_waits,
+        stranded=plan.stranded is not None,
+        obsolete=plan.dropped,
+        fingerprint=flow.fingerprint,
     )
     # A retried run gets its flow's full time again (a timed-out run too).
     store.control.reset_deadline(run_id, flow.timeout_ms)

@@ -8,6 +8,10 @@ work first, and while the running steps finish, every message waiting in the
 process is handed back to RabbitMQ (``basic_nack`` with ``requeue``) for
 another worker to take now.
 
+The ``async def`` steps in flight on the process's event loop (:mod:`.aio`) get what is
+left of the timeout once the threads are done; any still awaiting then stay ``running``
+for the recovery sweep, which takes them when the worker's row is marked stopped.
+
 A worker thread already blocked in the work queue's ``get()`` when the stop
 begins can still be handed one more message; the step's actor asks
 :func:`hand_back` first, so a thread told to stop returns it to RabbitMQ
@@ -24,6 +28,8 @@ from queue import Empty
 from typing import Any
 
 import dramatiq
+
+from . import aio
 
 __all__ = ["hand_back", "handing_back", "stop_worker", "stopping"]
 
@@ -85,6 +91,9 @@ def stop_worker(worker: dramatiq.Worker, timeout: float) -> None:
     returned += _requeue_waiting(worker)
     if returned:
         log.info("returned %d prefetched message(s) to the broker", returned)
+    awaiting = aio.drain(max(0.0, deadline - time.monotonic()))
+    if awaiting:
+        log.warning("%d async step(s) still running at the stop: left to the sweep", awaiting)
     left = max(0.0, deadline - time.monotonic())
     worker.stop(timeout=max(1, int(left * 1000)))
 

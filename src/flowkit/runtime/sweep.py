@@ -38,6 +38,7 @@ from ..store.db import utcnow
 from ..store.sweep import SETTLE
 from .engine import Engine
 from .heartbeat import Heartbeat, seconds_from_env
+from .stranded import check_deployed
 
 __all__ = ["SWEEP_SECONDS", "Presence", "Sweeper", "sweep_seconds"]
 
@@ -177,6 +178,8 @@ class Presence:
         )
         engine.worker_id = self.heartbeat.worker_id
         engine.load.serve(threads)
+        # Before its threads claim anything: the live runs a deploy changed (docs/deploys.md).
+        check_deployed(engine.store, engine.flows.values())
         self.sweeper = Sweeper(engine, served, every=every, retention=retention)
 
     @property

@@ -27,6 +27,7 @@ from .rows import (
 )
 from .runs import Created, Recorded, Runs
 from .store import Store
+from .strands import LiveRun, OpenStep, StrandedRun, Strands
 from .submits import NewRun, Submits, Submitted
 from .workers import Workers
 
@@ -46,8 +47,10 @@ __all__ = [
     "Handoff",
     "LLMCache",
     "LimitsInUse",
+    "LiveRun",
     "NewRun",
     "NewStep",
+    "OpenStep",
     "Outcome",
     "Prune",
     "Pruned",
@@ -63,6 +66,8 @@ __all__ = [
     "Source",
     "StepRow",
     "Store",
+    "StrandedRun",
+    "Strands",
     "Submits",
     "Submitted",
     "Workers",

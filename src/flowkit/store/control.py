@@ -21,7 +21,7 @@ from ..errors import RunNotFound, RunStateError, SignalRejected
 from ..status import RunStatus, StepStatus
 from .db import Database, aware, utcnow
 from .gates import gate_input, move_gate, start_signal_wait
-from .guards import RUN_LIVE
+from .guards import RUN_LIVE, STEP_OPEN
 from .rows import Gate, NewStep
 from .schema import runs, signals, steps
 from .transitions import (
@@ -184,6 +184,9 @@ class Control:
         keep_items: str | None = None,
         clear_signals: Sequence[str] = (),
         signal_waits: Sequence[Gate] = (),
+        stranded: bool = False,
+        obsolete: Sequence[str] = (),
+        fingerprint: str | None = None,
     ) -> list[NewStep]:
         """Re-run part of a finished run, keeping the outputs of the steps before it.
 
@@ -195,10 +198,15 @@ class Control:
         only the others run again (the caller counts them into the joins'
         counters). Signals in ``clear_signals`` must be sent again. Returns
         the steps to publish.
+
+        With ``stranded``, a live run marked stranded may be re-run too: its open
+        steps named in ``obsolete`` (its flow no longer has them) are removed. The
+        run takes ``fingerprint`` and loses its stranded mark either way.
         """
         now = utcnow()
         with self.db.transaction() as conn:
-            _lock_finished(conn, run_id)
+            _lock_finished(conn, run_id, stranded=stranded)
+            _onto_deployed(conn, run_id, obsolete, fingerprint)
             out = _requeue_kept_items(conn, run_id, keep_items, now) if keep_items else []
             names = [n for n in reset if n != keep_items]
             if names:
@@ -238,14 +246,35 @@ def _still_waits(conn: Connection, run_id: str, name: str) -> bool:
     return status is None or status == StepStatus.WAITING.value
 
 
-def _lock_finished(conn: Connection, run_id: str) -> None:
-    run = conn.execute(
-        sa.select(runs.c.status).where(runs.c.id == run_id).with_for_update()
-    ).scalar()
-    if run is None:
+def _onto_deployed(
+    conn: Connection, run_id: str, obsolete: Sequence[str], fingerprint: str | None
+) -> None:
+    """A redrive moves the run onto the deployed definition: its open steps of names the
+    flow no longer has go, its stranded mark too, and it takes the definition's fingerprint."""
+    if obsolete:
+        conn.execute(
+            steps.delete().where(
+                steps.c.run_id == run_id,
+                steps.c.name.in_(list(obsolete)),
+                steps.c.status.in_(STEP_OPEN),
+            )
+        )
+    conn.execute(
+        runs.update().where(runs.c.id == run_id).values(stranded=None, fingerprint=fingerprint)
+    )
+
+
+def _lock_finished(conn: Connection, run_id: str, *, stranded: bool = False) -> None:
+    row = conn.execute(
+        sa.select(runs.c.status, runs.c.stranded).where(runs.c.id == run_id).with_for_update()
+    ).first()
+    if row is None:
         raise RunNotFound(f"no run {run_id!r}")
-    if run in RUN_LIVE:
-        raise RunStateError(f"run {run_id} is still {run}: only a finished run can be retried")
+    if row.status in RUN_LIVE and not (stranded and row.stranded is not None):
+        raise RunStateError(
+            f"run {run_id} is still {row.status}: only a finished run (or a stranded one) "
+            "can be retried"
+        )
 
 
 def _requeue_kept_items(conn: Connection, run_id: str, name: str, now: datetime) -> list[NewStep]:

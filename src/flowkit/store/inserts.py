@@ -36,6 +36,7 @@ _NEW_RUN = (
         priority=bind("priority", sa.Integer),
         deadline_at=bind("deadline", Timestamp),
         trace_context=bind("trace", JSONType),
+        fingerprint=bind("fingerprint"),
     )
     .on_conflict_do_nothing()
     .returning(runs.c.id)
@@ -95,6 +96,7 @@ def create_params(
         "priority": priority,
         "deadline": deadline,
         "trace": trace,
+        "fingerprint": None,  # the caller sets the flow definition's
         "sid": step.id,
         "sname": step.name,
         "squeue": step.queue,

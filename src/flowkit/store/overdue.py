@@ -18,19 +18,28 @@ __all__ = ["due_query", "due_select", "due_step"]
 
 
 def due_select() -> Any:
-    """Steps joined to their runs, with what a message for each needs (a :class:`DueStep`)."""
-    return sa.select(
-        steps.c.id,
-        steps.c.run_id,
-        steps.c.name,
-        steps.c.queue,
-        steps.c.status,
-        steps.c.worker_id,
-        runs.c.flow,
-        runs.c.key,
-        runs.c.priority,
-        runs.c.trace_context,
-    ).join(runs, runs.c.id == steps.c.run_id)
+    """Steps joined to their runs, with what a message for each needs (a :class:`DueStep`);
+    the steps of stranded runs left out."""
+    return (
+        sa.select(
+            steps.c.id,
+            steps.c.run_id,
+            steps.c.name,
+            steps.c.queue,
+            steps.c.status,
+            steps.c.worker_id,
+            runs.c.flow,
+            runs.c.key,
+            runs.c.priority,
+            runs.c.trace_context,
+        )
+        .join(runs, runs.c.id == steps.c.run_id)
+        .where(
+            # A stranded run's steps wait for `flowkit retry --from` (docs/deploys.md): never
+            # re-published, so no worker retries them in a loop.
+            runs.c.stranded.is_(None)
+        )
+    )
 
 
 def due_step(r: Any, status: str) -> DueStep:

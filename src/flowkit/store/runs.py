@@ -75,12 +75,14 @@ class Runs:
         entry_waits: Sequence[Gate] = (),
         priority: int | None = None,
         trace_context: dict[str, str] | None = None,
+        fingerprint: str | None = None,
     ) -> Created:
         """Insert a run and its first steps; with a known key, return the existing run.
 
         ``entry_waits`` are entry steps that wait for a signal: their deadlines
         start now, and the returned ``timers`` need wake-up messages.
-        ``trace_context`` is the submit's trace context, kept for later publishers.
+        ``trace_context`` is the submit's trace context, kept for later publishers;
+        ``fingerprint`` the flow definition's (:mod:`flowkit.fingerprints`).
         """
         now = utcnow()
         deadline = None if deadline_ms is None else now + timedelta(milliseconds=deadline_ms)
@@ -88,6 +90,7 @@ class Runs:
             params = create_params(
                 run_id, flow, key, input, now, priority, deadline, trace_context, first[0]
             )
+            params["fingerprint"] = fingerprint
             made = self._create_one(params, flow, key, list(first))
             if made is not None:
                 return made
@@ -104,16 +107,12 @@ class Runs:
                         priority=priority,
                         deadline_at=deadline,
                         trace_context=trace_context,
+                        fingerprint=fingerprint,
                     )
                 )
                 t.insert_steps(conn, run_id, first, now)
                 t.insert_steps(conn, run_id, waiting, now, status=StepStatus.WAITING)
-                timers = []
-                for gate in entry_waits:
-                    (step,) = [w for w in waiting if w.name == gate.name]
-                    timer = start_signal_wait(conn, run_id, step.id, gate, now, step.queue)
-                    if timer is not None:
-                        timers.append(timer)
+                timers = _entry_timers(conn, run_id, waiting, entry_waits, now)
             return Created(run_id, True, list(first), timers)
         except IntegrityError:
             existing = None if key is None else self.find_by_key(flow, key)
@@ -384,6 +383,23 @@ class Runs:
                 log_attempts(conn, t.requeue_expired(conn, expired, lease_cutoff), LOST, now)
         waiting, queued = StepStatus.WAITING.value, StepStatus.QUEUED.value
         return [due_step(r, waiting if r.status == waiting else queued) for r in rows]
+
+
+def _entry_timers(
+    conn: Connection,
+    run_id: str,
+    waiting: Sequence[NewStep],
+    entry_waits: Sequence[Gate],
+    now: datetime,
+) -> list[NewStep]:
+    """Start the deadlines of a new run's entry signal waits; the timers they need."""
+    timers = []
+    for gate in entry_waits:
+        (step,) = [w for w in waiting if w.name == gate.name]
+        timer = start_signal_wait(conn, run_id, step.id, gate, now, step.queue)
+        if timer is not None:
+            timers.append(timer)
+    return timers
 
 
 def _claim_params(

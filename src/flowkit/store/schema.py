@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -54,6 +54,12 @@ runs = sa.Table(
     # The trace context (W3C traceparent) of the run's submit, so a signal, a timer,
     # the recovery sweep or a redrive in another process continues the same trace.
     sa.Column("trace_context", JSONType, nullable=True),
+    # The fingerprint of the flow definition the run started under (flowkit.fingerprints),
+    # moved on to the deployed one by `flowkit retry` (docs/deploys.md).
+    sa.Column("fingerprint", sa.String(16), nullable=True),
+    # Why the deployed definition cannot go on with the live run (docs/deploys.md);
+    # NULL for every run that is not stranded. Cleared by `flowkit retry --from`.
+    sa.Column("stranded", sa.Text, nullable=True),
     sa.UniqueConstraint("flow", "key", name="uq_flowkit_runs_flow_key"),
     sa.Index("ix_flowkit_runs_flow_created", "flow", "created_at"),
     sa.Index("ix_flowkit_runs_status_created", "status", "created_at"),
@@ -62,6 +68,13 @@ runs = sa.Table(
     # Key-prefix search (LIKE 'p%'): text_pattern_ops compares bytes, so
     # PostgreSQL can use the index whatever the database's collation.
     sa.Index("ix_flowkit_runs_key", "key", postgresql_ops={"key": "text_pattern_ops"}),
+    # The stranded runs; partial, so the others cost no entry.
+    sa.Index(
+        "ix_flowkit_runs_stranded",
+        "created_at",
+        postgresql_where=sa.text("stranded IS NOT NULL"),
+        sqlite_where=sa.text("stranded IS NOT NULL"),
+    ),
 )
 
 steps = sa.Table(

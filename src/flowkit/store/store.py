@@ -12,6 +12,7 @@ from .prune import Prune
 from .queries import Queries
 from .reads import Reads
 from .runs import Runs
+from .strands import Strands
 from .submits import Submits
 from .sweep import Sweep
 from .workers import Workers
@@ -25,8 +26,9 @@ class Store(Reads):
     The read queries (:class:`~.reads.Reads`) are its own methods; the writes
     are grouped by job: :attr:`runs` (the runtime's hot path), :attr:`control`
     (signals, cancel, deadlines, redrive), :attr:`dead_letters`,
-    :attr:`llm_cache`, :attr:`workers`, :attr:`sweep`, :attr:`prune` (retention) and
-    :attr:`submits` (a batch of runs in one transaction); :attr:`queries` reads runs page by
+    :attr:`llm_cache`, :attr:`workers`, :attr:`sweep`, :attr:`prune` (retention),
+    :attr:`submits` (a batch of runs in one transaction) and :attr:`strands` (runs a
+    deploy stranded); :attr:`queries` reads runs page by
     page for a dashboard, :attr:`in_use` what its limits use now. Every part
     shares one :class:`~.db.Database`.
 
@@ -70,6 +72,8 @@ class Store(Reads):
         self.queries = Queries(db)
         #: how much of each limit is in use now (see :mod:`.inuse`)
         self.in_use = LimitsInUse(db)
+        #: live runs the deployed definition cannot go on with (see :mod:`.strands`)
+        self.strands = Strands(db)
 
     @classmethod
     def open(

@@ -31,8 +31,9 @@ from ..status import RunStatus, StepStatus
 from .db import Database, utcnow
 from .rows import Gate, NewStep
 from .schema import runs, steps
+from .sweep import UNSENT
 
-__all__ = ["NewRun", "Submits", "Submitted"]
+__all__ = ["NewRun", "Submits", "Submitted", "store_batch"]
 
 #: Keys (or run ids) per ``IN (…)`` list: well under SQLite's and PostgreSQL's
 #: limits on bound parameters.
@@ -86,6 +87,7 @@ class Submits:
         deadline_ms: int | None = None,
         priority: int | None = None,
         trace_context: dict[str, str] | None = None,
+        fingerprint: str | None = None,
     ) -> list[Submitted]:
         """Insert the runs whose key is new, and find the runs of the keys that are not.
 
@@ -97,31 +99,66 @@ class Submits:
             StoreError: the database is unavailable, or a run a key conflicted with
                 was deleted while the batch was stored (nothing is stored; try again).
         """
-        now = utcnow()
-        deadline = None if deadline_ms is None else now + timedelta(milliseconds=deadline_ms)
-        planned = [(r, *_entry_waits(r, now)) for r in new]
         with self.db.transaction() as conn:
-            created = _insert_runs(conn, flow, planned, now, deadline, priority, trace_context)
-            made = [p for p in planned if p[0].run_id in created]
-            _insert_first_rows(conn, made, now)
-            known = [r.key for r in new if r.run_id not in created and r.key is not None]
-            found = _runs_by_key(conn, flow, known)
-            if len(found) < len(set(known)):
-                gone = sorted(set(known) - set(found))[:5]
-                raise StoreError(
-                    f"the runs of key(s) {', '.join(map(repr, gone))} of flow {flow!r} were "
-                    "deleted while this batch was stored; nothing was stored, submit it again"
-                )
-            queued = _queued_steps(conn, found.values(), entries)
-        out = []
-        for r, _, timers in planned:
-            if r.run_id in created:
-                out.append(Submitted(r.run_id, True, list(r.first), timers))
-            else:
-                assert r.key is not None  # a run without a key never conflicts
-                existing = found[r.key]
-                out.append(Submitted(existing, False, queued.get(existing, [])))
-        return out
+            return store_batch(
+                conn,
+                flow,
+                new,
+                entries=entries,
+                deadline_ms=deadline_ms,
+                priority=priority,
+                trace_context=trace_context,
+                fingerprint=fingerprint,
+            )
+
+
+def store_batch(
+    conn: Connection,
+    flow: str,
+    new: Sequence[NewRun],
+    *,
+    entries: Sequence[str],
+    deadline_ms: int | None = None,
+    priority: int | None = None,
+    trace_context: dict[str, str] | None = None,
+    fingerprint: str | None = None,
+    unsent: bool = False,
+) -> list[Submitted]:
+    """:meth:`Submits.create_many` on ``conn``, in its transaction, committing nothing.
+
+    Nothing in it can fail on a known key (``ON CONFLICT … DO NOTHING``), so a caller's
+    own transaction (:mod:`.outbox`) goes on after a duplicate. ``unsent`` marks the new
+    entry steps as never published (:data:`~.sweep.UNSENT`): the sweep's next pass
+    publishes them, whatever the evidence.
+
+    Raises:
+        StoreError: a run a key conflicted with was deleted meanwhile.
+    """
+    now = utcnow()
+    deadline = None if deadline_ms is None else now + timedelta(milliseconds=deadline_ms)
+    planned = [(r, *_entry_waits(r, now)) for r in new]
+    created = _insert_runs(conn, flow, planned, now, deadline, priority, trace_context)
+    _set_fingerprint(conn, created, fingerprint)
+    made = [p for p in planned if p[0].run_id in created]
+    _insert_first_rows(conn, made, now, UNSENT if unsent else None)
+    known = [r.key for r in new if r.run_id not in created and r.key is not None]
+    found = _runs_by_key(conn, flow, known)
+    if len(found) < len(set(known)):
+        gone = sorted(set(known) - set(found))[:5]
+        raise StoreError(
+            f"the runs of key(s) {', '.join(map(repr, gone))} of flow {flow!r} were "
+            "deleted while this batch was stored; nothing was stored, submit it again"
+        )
+    queued = _queued_steps(conn, found.values(), entries)
+    out = []
+    for r, _, timers in planned:
+        if r.run_id in created:
+            out.append(Submitted(r.run_id, True, list(r.first), timers))
+        else:
+            assert r.key is not None  # a run without a key never conflicts
+            existing = found[r.key]
+            out.append(Submitted(existing, False, queued.get(existing, [])))
+    return out
 
 
 def _entry_waits(r: NewRun, now: datetime) -> tuple[list[NewStep], list[NewStep]]:
@@ -198,11 +235,13 @@ def _insert_first_rows(
     conn: Connection,
     made: Sequence[tuple[NewRun, list[NewStep], list[NewStep]]],
     now: datetime,
+    republishes: int | None = None,
 ) -> None:
-    """The created runs' entry steps (``queued``) and joins and waits (``waiting``)."""
+    """The created runs' entry steps (``queued``, with ``republishes``) and joins and waits
+    (``waiting``)."""
     queued, waiting = StepStatus.QUEUED.value, StepStatus.WAITING.value
     rows = [
-        _step_row(r.run_id, s, queued, s.scheduled_at or now, now)
+        _step_row(r.run_id, s, queued, s.scheduled_at or now, now, republishes)
         for r, _, _ in made
         for s in r.first
     ]
@@ -216,7 +255,12 @@ def _insert_first_rows(
 
 
 def _step_row(
-    run_id: str, s: NewStep, status: str, scheduled_at: datetime | None, now: datetime
+    run_id: str,
+    s: NewStep,
+    status: str,
+    scheduled_at: datetime | None,
+    now: datetime,
+    republishes: int | None = None,
 ) -> dict[str, Any]:
     """A step row as :func:`~.inserts.insert_steps` writes it."""
     return {
@@ -231,6 +275,7 @@ def _step_row(
         "created_at": now,
         "scheduled_at": scheduled_at,
         "pending": s.pending,
+        "republishes": republishes,
     }
 
 
@@ -257,6 +302,7 @@ _STEP_COLUMNS = (
     "created_at",
     "scheduled_at",
     "pending",
+    "republishes",
 )
 
 
@@ -334,6 +380,14 @@ def _queued_steps(
                 NewStep(id=step_id, name=name, queue=queue, input=None)
             )
     return out
+
+
+def _set_fingerprint(conn: Connection, run_ids: Iterable[str], fingerprint: str | None) -> None:
+    """Record the flow definition's fingerprint on the runs just created."""
+    if fingerprint is None:
+        return
+    for chunk in _chunks(sorted(run_ids)):
+        conn.execute(runs.update().where(runs.c.id.in_(chunk)).values(fingerprint=fingerprint))
 
 
 def _chunks(values: Sequence[str]) -> Iterator[list[str]]:

@@ -14,7 +14,11 @@ writers), bounded by ``limit`` rows per rule. It finds
   (``flowkit_workers.free_since``): RabbitMQ hands a ready message to a consumer
   with room, so that queue held no ready message published before the worker's
   heartbeat (less :data:`SETTLE`). Age alone never re-publishes, so a healthy
-  backlog, whose workers are all busy, is left alone.
+  backlog, whose workers are all busy, is left alone;
+* **queued steps never published** (``republishes`` is :data:`UNSENT`): entry steps
+  stored in a host application's transaction on its bare ``Connection``
+  (:mod:`.outbox`), which no process publishes after the commit. They need no
+  evidence: the first pass after their commit publishes them.
 
 Each step it returns is marked (``republished_at``, ``republishes``) in the same
 transaction, and a queued step is never re-published twice within its publish
@@ -40,7 +44,7 @@ from .overdue import due_select, due_step
 from .rows import DueStep
 from .schema import Timestamp, runs, steps, workers
 
-__all__ = ["DUTY_LOCK", "LEASES", "SETTLE", "Sweep"]
+__all__ = ["DUTY_LOCK", "LEASES", "SETTLE", "UNSENT", "Sweep"]
 
 #: The PostgreSQL advisory lock (``pg_try_advisory_xact_lock``) a pass holds.
 DUTY_LOCK = 0x666B_7377  # "fksw"
@@ -49,6 +53,8 @@ DUTY_LOCK = 0x666B_7377  # "fksw"
 SETTLE = timedelta(seconds=2)
 #: The publish lease after the n-th re-publish: no other copy before it ends.
 LEASES = tuple(timedelta(minutes=m) for m in (1, 2, 4, 8, 16, 32))
+#: ``republishes`` of a queued step whose message was never sent (:mod:`.outbox`).
+UNSENT = -1
 _CAP = timedelta(hours=1)
 _Q, _R = StepStatus.QUEUED.value, StepStatus.RUNNING.value
 
@@ -87,7 +93,8 @@ class Sweep:
             expired = self._requeue(conn, _expired_running(now, limit), now, dead=False)
             cuts = merge_cuts(_evidence(conn, stale), local or {})
             lost = self._lost(conn, cuts, now, limit)
-        return [*dead, *expired, *lost]
+            unsent = self._unsent(conn, now, limit)
+        return [*dead, *expired, *lost, *unsent]
 
     def _duty(self, conn: Connection) -> bool:
         if not self.db.fast:
@@ -151,6 +158,23 @@ class Sweep:
             ).all()
             out.extend(due_step(by_id[r.id], by_id[r.id].status) for r in marked)
         return out
+
+    def _unsent(self, conn: Connection, now: datetime, limit: int) -> list[DueStep]:
+        """Queued steps never published (:data:`UNSENT`), marked published once now."""
+        never = [steps.c.status == _Q, steps.c.republishes == UNSENT]
+        rows = conn.execute(
+            due_select().where(runs.c.status.in_(RUN_LIVE), *never).limit(limit)
+        ).all()
+        if not rows:
+            return []
+        by_id = {r.id: r for r in rows}
+        marked = conn.execute(
+            steps.update()
+            .where(steps.c.id.in_(list(by_id)), *never)
+            .values(republished_at=now, republishes=1)
+            .returning(steps.c.id)
+        ).all()
+        return [due_step(by_id[r.id], _Q) for r in marked]
 
 
 def merge_cuts(*evidence: Mapping[str, datetime]) -> dict[str, datetime]:
