@@ -3,7 +3,7 @@ PostgreSQL, side by side in one run.
 
     python -m bench [--items 2000] [--latency 200] [--fan 1000] [--store-runs 1000000]
                     [--submit-runs 2000] [--submit-many 10000] [--batch 1000]
-                    [--concurrency-runs 200] [--stage-threads N]
+                    [--concurrency-runs 200] [--stage-threads N] [--async-runs 200]
                     [--peers raw,raw_confirm,celery,dbos,flowkit] [--only SCENARIO,...]
                     [--out bench/results]
 
@@ -30,6 +30,8 @@ and vhosts):
     prune        ``flowkit db prune`` of 1,000,000 finished runs (6 steps each) while a
                  worker runs the pipeline, in pairs of rounds against the pipeline
                  alone (bench/prune.py)                                       (~5-9 min)
+    async        200 one-second ``async def`` steps at once on 1 x 8 threads, then the
+                 same as sync steps (bench/async_steps.py)                      (~40 s)
 
 Celery and DBOS are optional (``pip install '.[bench]'``): a peer that is not installed
 is shown as such and the run goes on. ``flowkit_nochain`` (``flowkit worker --no-chain``)
@@ -55,6 +57,7 @@ from typing import Any
 import psycopg
 
 from bench import harness
+from bench.async_steps import scenario_async
 from bench.harness import PY, ROOT, Env, start, stop
 from bench.peers import DEFAULT_PEERS, PEERS
 from bench.prune import scenario_prune
@@ -292,6 +295,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], None]] = {
     "memory": scenario_memory,
     "embedded": scenario_embedded,
     "prune": scenario_prune,
+    "async": scenario_async,
 }
 
 
@@ -352,6 +356,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prune-rate", type=float, default=None, help="prune: --rate of flowkit db prune"
     )
+    p.add_argument("--async-runs", type=int, default=200, help="async: one-second steps")
     p.add_argument("--peers", default=",".join(DEFAULT_PEERS), help="pipeline, latency: peers")
     p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))

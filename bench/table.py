@@ -191,6 +191,13 @@ def _rest(r: dict[str, Any], rows: list[str]) -> None:
             f"| embedded (memory broker + SQLite): exception example | flowkit | "
             f"{e['runs_per_s']} runs/s ({e['exceptions']} in {e['seconds']} s) | | |"
         )
+    if "async" in r:
+        a, s = r["async"]["async"], r["async"]["sync"]
+        rows.append(
+            f"| {a['runs']} one-second steps at once, 1 x 8 threads: async def / sync | flowkit "
+            f"| {a['wall_seconds']} s (peak {a['peak_running']} running) / {s['wall_seconds']} s "
+            f"(peak {s['peak_running']}) | | async < 3 s |"
+        )
 
 
 def table(r: dict[str, Any]) -> str:
