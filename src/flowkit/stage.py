@@ -85,6 +85,8 @@ class Stage(Generic[In, Out]):
     wait_timeout_ms = Option[int | None]()
     #: whether the step may run in its parent's thread, with no broker hop (``chain=``)
     chain = Option[bool]()
+    #: a step that is another flow (``Workflow.call``): that flow, run as a child run
+    child: Any = None
 
     def __init__(self, fn: Callable[..., Any], **options: Unpack[OptionKeywords]) -> None:
         if not callable(fn):

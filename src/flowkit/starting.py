@@ -52,9 +52,24 @@ def bind_flows(app: App, flows: Iterable[Flow]) -> dict[str, Flow]:
         if flow.name in named:
             raise FlowDefinitionError(f"App {app.name!r}: two flows are named {flow.name!r}")
         named[flow.name] = flow
+    for flow in _with_children(list(named.values())):  # a called flow runs in its caller's App
+        if named.setdefault(flow.name, flow) is not flow:
+            raise FlowDefinitionError(f"App {app.name!r}: two flows are named {flow.name!r}")
     for flow in named.values():
         flow._bind(app)
     return named
+
+
+def _with_children(flows: list[Flow]) -> list[Flow]:
+    """The flows that ``flows`` call as steps (``Workflow.call``), and theirs, in turn."""
+    found: list[Flow] = []
+    todo = list(flows)
+    while todo:
+        for stage in todo.pop().steps.values():
+            if stage.child is not None and all(stage.child is not f for f in found):
+                found.append(stage.child)
+                todo.append(stage.child)
+    return found
 
 
 def check_max_priority(max_priority: int | None, queue_type: str | None = None) -> int | None:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar, get_args, get_origin, overload
 from typing_extensions import Unpack
 
 from ._types import is_assignable, type_name
+from .children import call_stage
 from .context import Context
 from .errors import FlowDefinitionError
 from .flows import Flow
@@ -179,6 +180,74 @@ class Workflow(Flow):
         if fn is not None:
             return wrap(fn)
         return wrap
+
+    def call(
+        self,
+        flow: Flow,
+        /,
+        *,
+        after: StepRef | Sequence[StepRef] | None = None,
+        each: bool = False,
+        name: str | None = None,
+        queue: str | None = None,
+    ) -> Stage[Any, Any]:
+        """Declare a step that is another flow: it starts a child run and waits for it.
+
+        ::
+
+            @matching.step
+            def prepare(app: LoanApplication) -> list[LenderRef]: ...
+
+            lenders = matching.call(lender_flow, after=prepare, each=True)  # one child per item
+
+            @matching.step(after=lenders)
+            def finalize(results: list[LenderResult]) -> Ranking: ...
+
+        The step takes the child flow's input type and returns its output type; the
+        edges are checked at build like any step's. It holds no worker thread while
+        the child runs: its row is ``waiting``. A child that fails fails the step (or is
+        an item failure of a ``Settled`` join); cancelling the run cancels its live
+        children. The child run's key is derived from the run, the step and the item,
+        so a redelivered step never starts a second child. The child flow runs in this
+        workflow's App (it is added to it). See ``docs/child-flows.md``.
+
+        Parameters:
+            flow: the child flow, a :class:`~flowkit.Pipeline` or a :class:`Workflow`,
+                declared in full before this call.
+            after: the parent step (one; or none for an entry step).
+            each: start one child run per item of the parent's list output; the join
+                after this step receives the children's outputs in item order.
+            name: the step's name (default: the child flow's, ``-`` as ``_``).
+            queue: the queue of the step's own message (default as for any step).
+
+        Raises:
+            FlowDefinitionError: not a flow, several parents, or the workflow calling itself.
+
+        .. versionadded:: 0.5
+        """
+        if flow is self:
+            raise FlowDefinitionError(f"workflow {self.name!r} cannot call itself")
+        stage = call_stage(flow, name=name, queue=queue)
+        parents: list[StepRef] = []
+        if isinstance(after, (Stage, str)):
+            parents = [after]
+        elif after is not None:
+            parents = list(after)
+        if len(parents) > 1:
+            raise FlowDefinitionError(
+                f"workflow {self.name!r}: step {stage.name!r} calls flow {flow.name!r}, "
+                "so it takes one parent (its output is the child's input)"
+            )
+        return self._add_call(stage, [_ref_name(p) for p in parents], each)
+
+    def _add_call(self, stage: Stage[Any, Any], parents: list[str], each: bool) -> Stage[Any, Any]:
+        if each and len(parents) != 1:
+            raise FlowDefinitionError(
+                f"workflow {self.name!r}: step {stage.name!r} has each=True, so it needs "
+                "exactly one parent whose output is a list"
+            )
+        self._add(stage, parents, each=each)
+        return stage
 
     # -- validation ------------------------------------------------------------
     def validate(self) -> None:

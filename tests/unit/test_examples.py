@@ -93,6 +93,20 @@ def test_the_approvals_example_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.timeout(120)
+def test_the_child_flows_example_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples/child_flows/run.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=clean_env(tmp_path),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "failed ['offline-bank']" in done.stdout
+
+
 # -- what a new user types, as the READMEs print it (embedded default, from a checkout) --
 
 

@@ -23,7 +23,7 @@ from .apps import add_app_arguments, load_optional, load_target
 from .commands_deploys import list_stranded
 from .shown import knows, run_dict, shown_input, shown_output, step_dict, unreached_steps
 from .submit_lines import submit_lines
-from .timeline import in_flow_order, print_run, print_table, secs_text, time_text
+from .timeline import in_flow_order, print_family, print_run, print_table, secs_text, time_text
 from .waiting import finish
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ def register(sub: Any, common: argparse.ArgumentParser, fmt: type) -> None:
         "--stopped", action="store_true", help="only runs a step ended early with flowkit.Stop"
     )
     ls.add_argument("--stop-reason", metavar="TEXT", help="only runs stopped with this reason")
+    ls.add_argument("--parent", metavar="RUN", help="only the child runs of run RUN")
     ls.add_argument(
         "--stranded",
         action="store_true",
@@ -373,6 +374,7 @@ def _run_filter(args: argparse.Namespace) -> RunFilter:
         error_type=args.error_type,
         stopped=True if args.stopped or args.stop_reason is not None else None,
         stop_reason=args.stop_reason,
+        parent=args.parent,
     )
 
 
@@ -395,6 +397,7 @@ def runs_show(args: argparse.Namespace) -> int:
         if run is None:
             raise RunNotFound(f"no run {args.run_id!r}")
         steps = store.get_steps(args.run_id)
+        family = store.calls.parent(args.run_id), store.calls.children(args.run_id)
     finally:
         store.dispose()
     app = _flows_app(args)
@@ -403,6 +406,7 @@ def runs_show(args: argparse.Namespace) -> int:
         steps = in_flow_order(steps, graph.order())
     if args.json:
         doc = {**run_dict(run, app), "steps": [step_dict(s) for s in steps]}
+        doc.update(parent=family[0], children=family[1])
         print(json.dumps(doc, indent=2))
         return exits.OK
     if graph is not None and graph.kind == "workflow" and run.status.terminal:
@@ -410,6 +414,7 @@ def runs_show(args: argparse.Namespace) -> int:
         # rows as it goes, so the steps it never reached have none: show them too.
         steps = in_flow_order(steps + unreached_steps(run, steps, graph), graph.order())
     print_run(run, steps, items=args.items, shown=(shown_input(run, app), shown_output(run, app)))
+    print_family(*family)
     return exits.OK
 
 

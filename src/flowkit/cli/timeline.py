@@ -156,3 +156,17 @@ def _total_usage(steps: list[StepInfo]) -> dict[str, Any]:
             if isinstance(v, (int, float)):
                 total[k] = total.get(k, 0) + v
     return total
+
+
+def print_family(parent: dict[str, Any] | None, children: list[dict[str, Any]]) -> None:
+    """A child run's parent (the run and step that started it), and a run's child runs."""
+    if parent is not None:
+        item = "" if parent["item"] is None else f"[{parent['item']}]"
+        print(f"\nparent   {parent['id']} (step {parent['step']}{item})")
+    if children:
+        print(f"\nchildren ({len(children)})")
+        table = [["CHILD RUN", "FLOW", "STATUS", "STEP"]]
+        for c in children:
+            item = "" if c["item"] is None else f"[{c['item']}]"
+            table.append([c["id"], c["flow"], c["status"], f"{c['step']}{item}"])
+        print_table(table)

@@ -9,8 +9,9 @@ mid-chain has its message redelivered at once, and the redelivery releases the
 chained step left ``running`` and publishes it (``StepRunner.not_claimed``).
 
 A chain stops, and the successor is published as without chaining, at a fan-out,
-a join, a signal wait, a delay, a step with limits, a queue this process does not
-serve (a worker started with ``--queues``/``--stages``), a step of another
+a join, a signal wait, a child flow's step (it waits as a row), a delay, a step with
+limits, a queue this process does not serve (a worker started with
+``--queues``/``--stages``), a step of another
 priority, a step declared ``chain=False``, an ``async def`` step (it gets its own
 message and runs on the event loop: :mod:`.aio`), a worker told to stop, and after
 ``$FLOWKIT_CHAIN_STEPS`` steps (25) or ``$FLOWKIT_CHAIN_SECONDS`` (5) so that one run
@@ -104,6 +105,7 @@ class Chain:
             or not after.chain
             or after.is_async
             or after.wait_for
+            or after.child is not None  # a child flow's step waits as a row
             or after.limits.any
             or after.queue not in self.served
             or after.priority != stage.priority

@@ -40,6 +40,7 @@ from ..status import RunStatus
 from ..store import Created, DueStep, Store
 from ..store.db import utcnow
 from .batches import check_inputs, plan_runs, publish_batch
+from .calls import Children
 from .execute import Delivery, Finished, StepRunner
 from .faults import fault
 from .heartbeat import heartbeat_seconds
@@ -106,6 +107,8 @@ class Engine:
         )
         #: the steps running in this process, for the recovery sweep's evidence
         self.load = Load()
+        #: child flows: wake the step waiting for a child run, cancel children (.calls)
+        self.children = Children(self.flows.values(), store, publisher)
 
     @property
     def worker_id(self) -> str | None:
@@ -136,6 +139,7 @@ class Engine:
     def run_finished(self, run_id: str, flow: str, status: RunStatus) -> None:
         """This process ended a run: tell the observers, then the on-finished callback."""
         self.observers.emit("run_finished", flow=flow, status=status.value)
+        self.children.ended(run_id, flow, status, self.cancel)
         if self._on_finished is not None:
             self._on_finished(run_id, flow, status)
 
@@ -380,7 +384,7 @@ class Engine:
         )
         if due is None:
             return None
-        ended = 0
+        ended = self.children.sweep(limit)  # steps still waiting for a child that is over
         for run_id in self.store.control.overdue_runs(limit):
             self._time_out_run(run_id)
             ended += 1

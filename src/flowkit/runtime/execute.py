@@ -3,17 +3,17 @@
 1. **Claim** the step with a guarded update (:meth:`Runs.claim <flowkit.store.Runs.claim>`):
    a message that cannot claim it is a duplicate, an early timer or a deadline
    (:meth:`StepRunner.not_claimed`); one over a limit is put off.
-2. **Attempt**: parse the stored input, call the function under its timeout,
-   validate what it returned. The result is data: an :class:`~flowkit.store.Outcome`
-   (what to record and what follows, from :mod:`.plan`) or a :class:`.Failure`.
-3. **Apply** it: record the outcome and publish the successors after the commit,
-   or schedule the retry, or record the final failure. A successor this process
-   serves is claimed by the same statement and run next in this thread
-   (:mod:`.chain`), with no message of its own.
+2. **Attempt**: parse the stored input, call the function under its timeout, validate
+   what it returned (a child flow's step starts its child run instead: :mod:`.calls`).
+   The result is data: an :class:`~flowkit.store.Outcome` (what to record and what
+   follows, from :mod:`.plan`) or a :class:`.Failure`.
+3. **Apply** it: record the outcome and publish the successors after the commit, or
+   schedule the retry, or record the final failure. A successor this process serves is
+   claimed by the same statement and run next in this thread (:mod:`.chain`).
 
-A worker that dies anywhere in between leaves the message unacknowledged:
-RabbitMQ redelivers it and the redelivery resumes (see ``docs/runtime.md``). An
-``async def`` step's message is acknowledged at the hand-over to the loop (:mod:`.aio`).
+A worker that dies anywhere in between leaves the message unacknowledged: RabbitMQ
+redelivers it and the redelivery resumes (see ``docs/runtime.md``). An ``async def``
+step's message is acknowledged at the hand-over to the loop (:mod:`.aio`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ..stage import Stage, Stop
 from ..status import RunStatus, StepStatus
 from ..store import Claim, Delayed, NewStep, Outcome, Store
 from ..store.db import utcnow
-from . import aio, spans
+from . import aio, calls, spans
 from .chain import Chain, ChainLimits, lease_ms
 from .claim_limits import claim_limits
 from .faults import fault
@@ -185,6 +185,8 @@ class StepRunner:
             return self._claimed(replace(job, got=replace(got, run=run)), claim, chain)
 
     def _claimed(self, job: Job, claim: Claim, chain: Chain) -> tuple[Job, Claim] | None:
+        if job.stage.child is not None:  # a child flow's step: it waits as a row (.calls)
+            return calls.start(self, job, claim)
         if claim.attempts > job.stage.retries + 1:
             # Only a takeover gets here: every earlier attempt ended without an
             # outcome (its process died, or lost the database, each time).
@@ -215,21 +217,19 @@ class StepRunner:
 
     # -- claim -------------------------------------------------------------------
     def _claim(self, job: Job) -> Claim | Delayed | None:
-        stage = job.stage
-        return self.store.runs.claim(
+        stage, runs = job.stage, self.store.runs
+        limits = None
+        if stage.limits.any:  # their keys may read the step's input
+            limits = claim_limits(job.flow.name, stage, lambda: runs.step_input(job.step_id))
+        return runs.claim(
             job.step_id,
             job.got.message_id,
             lease_ms=lease_ms(stage),
             starts_run=not job.flow.parents(stage.name),
-            limits=claim_limits(job.flow.name, stage, self._input(job))
-            if stage.limits.any
-            else None,
+            limits=limits,
             redelivered=job.got.redelivered,
             worker_id=self.worker_id,
         )
-
-    def _input(self, job: Job) -> Callable[[], Any]:
-        return lambda: self.store.runs.step_input(job.step_id)
 
     def _put_off(self, job: Job, claim: Delayed) -> None:
         # Over a rate limit: come back later; over a concurrency limit: wait for the

@@ -14,6 +14,7 @@ records the deployed fingerprint on the run.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from .. import tracing
@@ -187,6 +188,7 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
     """
     plan = plan_redrive(engine, run_id, from_step)
     engine.publisher.ready()  # nothing changes while the broker is down
+    _redrive_children(engine, plan)
     # The run's trace goes on from its stored context; the caller's span is linked.
     attributes = {
         "flowkit.flow": plan.flow.name,
@@ -201,6 +203,21 @@ def redrive(engine: Engine, run_id: str, from_step: str | None = None) -> list[s
         link_caller=True,
     ) as span:
         return _apply(engine, plan, span.carrier)
+
+
+def _redrive_children(engine: Engine, plan: RedrivePlan) -> None:
+    """A child flow's step that runs again: its child runs that did not succeed are retried
+    first; those that succeeded are kept, and the step's claim finds them by key."""
+    called = {n for n in plan.reset if plan.flow.steps[n].child is not None}
+    if not called:
+        return
+    for child in engine.store.calls.children(plan.run.id):
+        if (child["step"] is None or child["step"] in called) and child["status"] in _OVER:
+            with suppress(RunStateError):  # nothing in it to retry: the step fails again
+                redrive(engine, child["id"])
+
+
+_OVER = ("failed", "cancelled", "timed_out")
 
 
 def _apply(engine: Engine, plan: RedrivePlan, trace: dict[str, str] | None) -> list[str]:

@@ -1,5 +1,6 @@
 """Persistence: the only package that imports SQLAlchemy (layers in ``docs/architecture.md``)."""
 
+from .calls import Calls, ChildRun, ChildSpec, Woken
 from .control import Control
 from .db import Database
 from .deadletters import DeadLetter, DeadLetters
@@ -33,7 +34,10 @@ from .workers import Workers
 
 __all__ = [
     "NO_STOP",
+    "Calls",
     "ChainClaim",
+    "ChildRun",
+    "ChildSpec",
     "Claim",
     "ClaimLimits",
     "Control",
@@ -70,5 +74,6 @@ __all__ = [
     "Strands",
     "Submits",
     "Submitted",
+    "Woken",
     "Workers",
 ]

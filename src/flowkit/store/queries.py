@@ -57,11 +57,14 @@ class RunFilter:
         stopped: ``True``: only runs a step ended early with :class:`~flowkit.Stop`
             (``stop_reason`` set); ``False``: only the others.
         stop_reason: runs stopped with exactly this reason.
+        parent: the child runs of this run (``Workflow.call``).
 
     .. versionadded:: 0.2
     .. versionchanged:: 0.3
        ``stopped`` and ``stop_reason`` (no index of their own: they narrow what the
        other conditions and ``created_at`` read).
+    .. versionchanged:: 0.5
+       ``parent``.
     """
 
     flow: str | None = None
@@ -72,6 +75,7 @@ class RunFilter:
     error_type: str | None = None
     stopped: bool | None = None
     stop_reason: str | None = None
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,8 @@ class Queries:
             where.append(stopped if f.stopped else sa.not_(stopped))
         if f.stop_reason is not None:
             where.append(runs.c.stop_reason == f.stop_reason)
+        if f.parent is not None:
+            where.append(runs.c.parent_run_id == f.parent)
         return where
 
 

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: The Alembic revision this version of flowkit expects at head.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -60,7 +60,12 @@ runs = sa.Table(
     # Why the deployed definition cannot go on with the live run (docs/deploys.md);
     # NULL for every run that is not stranded. Cleared by `flowkit retry --from`.
     sa.Column("stranded", sa.Text, nullable=True),
+    # A child run (Workflow.call, docs/child-flows.md): the run and the step waiting for it.
+    sa.Column("parent_run_id", sa.String(32), nullable=True),
+    sa.Column("parent_step_id", sa.String(32), nullable=True),
     sa.UniqueConstraint("flow", "key", name="uq_flowkit_runs_flow_key"),
+    sa.Index("ix_flowkit_runs_parent_run", "parent_run_id"),
+    sa.Index("ix_flowkit_runs_parent_step", "parent_step_id"),
     sa.Index("ix_flowkit_runs_flow_created", "flow", "created_at"),
     sa.Index("ix_flowkit_runs_status_created", "status", "created_at"),
     sa.Index("ix_flowkit_runs_created", "created_at"),

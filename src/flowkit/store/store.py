@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .calls import Calls
 from .control import Control
 from .db import Database
 from .deadletters import DeadLetters
@@ -74,6 +75,8 @@ class Store(Reads):
         self.in_use = LimitsInUse(db)
         #: live runs the deployed definition cannot go on with (see :mod:`.strands`)
         self.strands = Strands(db)
+        #: child runs and the steps waiting for them (see :mod:`.calls`)
+        self.calls = Calls(db)
 
     @classmethod
     def open(
