@@ -24,7 +24,7 @@ from lend_lenders import (
     update_lender,
     validate_criteria,
 )
-from lend_matching import finalize, match, prepare
+from lend_matching import check, finalize, match, prepare, unprocessed
 
 import flowkit
 
@@ -47,9 +47,18 @@ validated = lender_processing.step(after=extracted, timeout="120s", retries=3, q
 lender_processing.step(after=validated, timeout="120s", retries=3, queue=LENDERS)(update_lender)
 
 #: The Hatchet loan matching workflow: prepare (60 s), match every lender (300 s), finalize (30 s);
-#: here each lender's match is its own task, with its own 300 s.
+#: here each lender's match is its own task, with its own 300 s. Before it, the lenders still
+#: waiting for their processing are processed by the workflow above, run as a child flow: one
+#: child run per lender, which the step waits for as a row, holding no worker thread.
 loan_matching = flowkit.Workflow("loan-matching", on="loan:application:uploaded")
-prepared = loan_matching.step(timeout="60s", retries=3, queue=MATCHING)(prepare)
+checked = loan_matching.step(timeout="60s", retries=3, queue=MATCHING)(check)
+pending = loan_matching.step(after=checked, timeout="60s", retries=3, queue=MATCHING)(unprocessed)
+processing = loan_matching.call(
+    lender_processing, after=pending, each=True, name="process_lenders", queue=MATCHING
+)
+prepared = loan_matching.step(
+    after=[checked, processing], timeout="60s", retries=3, queue=MATCHING
+)(prepare)
 matched = loan_matching.step(after=prepared, each=True, timeout="300s", retries=3, queue=MATCHING)(
     match
 )

@@ -1,7 +1,11 @@
 """The steps of the loan-matching workflow (``loan:application:uploaded``).
 
-``prepare -> match (one task per lender, in parallel) -> finalize``, the three
-steps of the Hatchet loan matching workflow. Where the Hatchet step scored
+``check -> unprocessed -> process_lenders -> prepare -> match (one task per lender,
+in parallel) -> finalize``. The last three are the Hatchet loan matching workflow;
+before them, every active lender whose document is uploaded but not processed yet
+is processed first, by the lender-processing workflow run as a child flow (one
+child run per lender, ``app.py``), so an application never ranks against lenders
+that were only waiting for their own processing. Where the Hatchet step scored
 every lender with asyncio inside one 300-second step, here each
 lender is its own task: spread over every worker process, retried on its
 own, and visible on its own in ``flowkit runs show``.
@@ -17,7 +21,9 @@ from typing import Any
 import lend_db
 import sqlalchemy as sa
 from lend_models import (
+    LenderProcessed,
     LenderRef,
+    LenderUploaded,
     LendingCriteria,
     LoanApplicationRef,
     MatchResult,
@@ -29,20 +35,51 @@ from lend_rules import canonical_industry
 import flowkit
 
 
-def prepare(ref: LoanApplicationRef, ctx: flowkit.Context) -> list[LenderRef] | flowkit.Stop:
-    """Load the active lenders, create a ``pending`` match row for each, fan out over them.
-
-    With no active, processed lender there is nothing to match: the run ends
-    here with an empty ranking (``flowkit.Stop``), stored on the application.
+def check(ref: LoanApplicationRef, ctx: flowkit.Context) -> LoanApplicationRef:
+    """The application exists; the later steps read it by this reference.
 
     Raises:
-        PermanentError: no such application.
+        PermanentError: no such application (retrying would not create it).
     """
-    apps, lenders, matches = lend_db.loan_applications, lend_db.lenders, lend_db.matches
-    app_id = ref.application_id
+    apps = lend_db.loan_applications
     with lend_db.engine(ctx.app).begin() as conn:
-        if conn.execute(sa.select(apps.c.id).where(apps.c.id == app_id)).first() is None:
-            raise flowkit.PermanentError(f"loan application {app_id} does not exist")
+        found = conn.execute(sa.select(apps.c.id).where(apps.c.id == ref.application_id)).first()
+    if found is None:
+        raise flowkit.PermanentError(f"loan application {ref.application_id} does not exist")
+    return ref
+
+
+def unprocessed(check: LoanApplicationRef, ctx: flowkit.Context) -> list[LenderUploaded]:
+    """The active lenders whose document is uploaded and not processed yet: the next step
+    runs the lender-processing workflow for each, as a child run."""
+    lenders = lend_db.lenders
+    with lend_db.engine(ctx.app).begin() as conn:
+        ids = conn.execute(
+            sa.select(lenders.c.id)
+            .where(lenders.c.active.is_(True), lenders.c.status == "uploaded")
+            .order_by(lenders.c.id)
+        ).scalars()
+        return [LenderUploaded(lender_id=i) for i in ids]
+
+
+def prepare(
+    check: LoanApplicationRef,
+    process_lenders: flowkit.Settled[LenderProcessed],
+    ctx: flowkit.Context,
+) -> list[LenderRef] | flowkit.Stop:
+    """Load the active, processed lenders, create a ``pending`` match row for each, fan out
+    over them.
+
+    ``process_lenders`` is what the child runs did (a lender whose processing failed is
+    one of its failures, and is not matched). With no active, processed lender there is
+    nothing to match: the run ends here with an empty ranking (``flowkit.Stop``), stored
+    on the application.
+    """
+    for failure in process_lenders.failures:
+        ctx.logger.warning("a lender's processing failed: %s", failure.error)
+    apps, lenders, matches = lend_db.loan_applications, lend_db.lenders, lend_db.matches
+    app_id = check.application_id
+    with lend_db.engine(ctx.app).begin() as conn:
         lender_ids = list(
             conn.execute(
                 sa.select(lenders.c.id)
