@@ -45,7 +45,10 @@ class InProcess:
 
         count = threads or app.threads
         if self.threads is None:
-            self.threads = EmbeddedWorker(app.broker, in_process=app.settings.embedded)
+            settings = app.settings
+            self.threads = EmbeddedWorker(
+                app.broker, in_process=settings.embedded, url=settings.broker_url
+            )
         if self.presence is None:  # registered before the threads claim anything
             self.presence = Presence(app.engine, queues=queues, threads=count)
         app.engine.serve(app.queues() if queues is None else queues, chain=chain)

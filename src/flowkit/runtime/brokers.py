@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -176,15 +176,16 @@ def check_broker(broker: dramatiq.Broker, url: str) -> None:
         declare_queues(broker, url)
 
 
-def declare_queues(broker: Any, url: str) -> None:
-    """Declare every queue of ``broker``'s actors now, so a queue of another type
-    (:mod:`.quorum`) stops a worker at start, in words.
+def declare_queues(broker: Any, url: str, names: Iterable[str] | None = None) -> None:
+    """Declare ``names`` (default: every queue of ``broker``'s actors) on RabbitMQ now,
+    so a queue of another type (:mod:`.quorum`) stops a worker at start, in words, and
+    what is sent to them from then on is kept.
 
     Raises:
         BrokerError: a queue exists with another type, or RabbitMQ cannot be used.
     """
     try:
-        for name in sorted(broker.get_declared_queues()):
+        for name in sorted(broker.get_declared_queues() if names is None else set(names)):
             broker.declare_queue(name, ensure=True)
     except BrokerError:
         raise

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import dramatiq
 from dramatiq.common import q_name
 
+from .brokers import declare_queues
 from .publisher import CONTROL_QUEUE
 from .shutdown import stop_worker
 
@@ -20,11 +21,13 @@ class EmbeddedWorker:
     Parameters:
         broker: the broker whose actors the threads run.
         in_process: the broker is the in-process ``memory://`` one.
+        url: the broker's URL(s), for the words of an error while its queues are declared.
     """
 
-    def __init__(self, broker: dramatiq.Broker, *, in_process: bool) -> None:
+    def __init__(self, broker: dramatiq.Broker, *, in_process: bool, url: str = "") -> None:
         self.broker = broker
         self.in_process = in_process
+        self.url = url
         self._worker: dramatiq.Worker | None = None
         self._lock = threading.Lock()
 
@@ -52,7 +55,7 @@ class EmbeddedWorker:
                 worker.queue_prefetch = 65535
             worker.start()
             if not self.in_process:
-                _declare_consumed(worker)
+                _declare_consumed(worker, self.url)
             self._worker = worker
             return worker
 
@@ -64,7 +67,7 @@ class EmbeddedWorker:
             stop_worker(worker, timeout)
 
 
-def _declare_consumed(worker: dramatiq.Worker) -> None:
+def _declare_consumed(worker: dramatiq.Worker, url: str) -> None:
     """Declare every queue the worker consumes on the broker before returning.
 
     Dramatiq's consumer threads declare their queues themselves, some moments after
@@ -78,7 +81,6 @@ def _declare_consumed(worker: dramatiq.Worker) -> None:
     if not isinstance(broker, RabbitmqBroker):
         return
     try:
-        for name in sorted({q_name(queue) for queue in worker.consumers}):
-            broker.declare_queue(name, ensure=True)
+        declare_queues(broker, url, {q_name(queue) for queue in worker.consumers})
     finally:
         del broker.connection
