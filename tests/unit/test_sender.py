@@ -1,7 +1,7 @@
 """The publisher thread on a fake RabbitMQ broker: hand-over, group commit, outages, close.
 
 The fake stands where Dramatiq's ``RabbitmqBroker`` does (a connection per thread,
-queue declarations, middleware hooks) with a channel whose ``tx_commit`` the test
+queue declarations, middleware hooks) with a channel whose confirms the test
 holds or fails, so every behaviour is driven by events, not by timing. The real
 RabbitMQ is in ``tests/integration/test_publisher_rabbitmq.py``.
 """
@@ -27,25 +27,39 @@ MASKED = "amqp://guest:***@127.0.0.1:5672/"
 WAIT = 10.0  # the bound of every wait below; none should come near it
 
 
+class FakeImpl:
+    """The asynchronous channel under a blocking one: where confirm mode is turned on."""
+
+    def __init__(self) -> None:
+        self.on_confirm: Callable[[Any], None] | None = None
+
+    def confirm_delivery(self, ack_nack_callback: Callable[[Any], None], callback: Any) -> None:
+        self.on_confirm = ack_nack_callback
+        callback(None)  # confirm.select-ok
+
+
 class FakeChannel:
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
         self.is_open = True
         self.written: list[tuple[str, bytes]] = []
-
-    def tx_select(self) -> None:
-        pass
+        self._impl = FakeImpl()
+        self.tags = 0
 
     def basic_publish(self, exchange: str, routing_key: str, body: bytes, properties: Any) -> None:
         if routing_key in self.broker.refused_queues:
             self.is_open = False
             raise pika.exceptions.ChannelClosedByBroker(403, f"ACCESS_REFUSED - {routing_key}")
         self.written.append((routing_key, body))
+        self.tags += 1
 
-    def tx_commit(self) -> None:
+    def _flush_output(self, *waiters: Callable[[], bool]) -> None:
+        """pika's wait for I/O until a waiter is ready: here, the batch's confirms."""
+        if any(w() for w in waiters):
+            return
         b = self.broker
         b.commit_started.set()
-        assert b.release.wait(WAIT), "the test never released the commit"
+        assert b.release.wait(WAIT), "the test never released the confirms"
         if b.fail_commits:
             b.fail_commits -= 1
             self.written.clear()
@@ -57,6 +71,9 @@ class FakeChannel:
             b.published.extend(self.written)
             b.settled.notify_all()
         self.written.clear()
+        assert self._impl.on_confirm is not None
+        ack = pika.spec.Basic.Ack(delivery_tag=self.tags, multiple=True)
+        self._impl.on_confirm(pika.frame.Method(1, ack))
 
 
 class FakeConnection:

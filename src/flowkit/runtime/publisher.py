@@ -284,9 +284,9 @@ class BrokerPublisher(Publisher):
 
 class RabbitmqPublisher(Publisher):
     """Hands each batch to this process's publisher thread (:class:`~.sender.Sender`) and
-    returns; the thread publishes what is queued in AMQP transactions of up to
-    :data:`~.sender.BATCH_MAX` messages, one round trip each (``tx.commit-ok`` comes
-    once the persistent messages are stored, as a confirm would).
+    returns; the thread publishes what is queued in batches of up to
+    :data:`~.sender.BATCH_MAX` messages, each settled by one wait for its publisher
+    confirms (RabbitMQ confirms a persistent message once it is stored).
 
     :meth:`ready` and :meth:`publish` raise :class:`BrokerError` at once while
     RabbitMQ is known to be down (see :mod:`.sender`); the messages handed over are

@@ -5,12 +5,13 @@ caller's thread. :meth:`Sender.put` appends the messages to this process's queue
 and returns: the rows they are for are already committed, so a message lost with
 the process leaves a queued row that a redelivery or the recovery sweep publishes
 (``docs/runtime.md``). One daemon thread, ``flowkit-publisher``, drains the queue:
-up to :data:`BATCH_MAX` messages at a time, published on its own channel and
-settled in one AMQP transaction (``tx.commit-ok`` comes once the persistent
-messages are stored, as a publisher confirm would). While one batch is on its way
-the next one gathers, so concurrent publishers share a round trip: a group commit
-for the broker. Dramatiq's middleware sees every message (``before_enqueue``,
-``after_enqueue``, signing by the process's encoder), on this thread.
+up to :data:`BATCH_MAX` messages at a time, written on its own channel in
+publisher-confirm mode and settled by one wait for the batch's confirms
+(:mod:`.confirms`: RabbitMQ confirms a persistent message once it is stored, and
+routes each message as it arrives). While one batch is on its way the next one
+gathers, so concurrent publishers share a round trip: a group commit for the broker.
+Dramatiq's middleware sees every message (``before_enqueue``, ``after_enqueue``,
+signing by the process's encoder), on this thread.
 
 How RabbitMQ is known to be down:
 
@@ -56,6 +57,7 @@ from ..errors import BrokerError
 from ..redact import redact
 from .amqp import connected, describe, is_broker_failure
 from .backoff import BrokerOutage
+from .confirms import ConfirmedChannel
 from .connections import probe, reconnecting
 from .faults import fault
 
@@ -63,7 +65,7 @@ __all__ = ["BATCH_MAX", "CLOSE_TIMEOUT", "IDLE_POLL", "PENDING_MAX", "RETRY_CAP"
 
 log = logging.getLogger("flowkit.broker")
 
-#: The most messages published and settled in one transaction.
+#: The most messages published and settled in one wait for their confirms.
 BATCH_MAX = 500
 #: The most messages waiting in one process; beyond, new ones are dropped (and recovered).
 PENDING_MAX = 100_000
@@ -91,7 +93,7 @@ class Sender:
     Parameters:
         broker: the RabbitmqBroker (its per-thread connection, queues and middleware).
         url: its URL, named (masked) in errors.
-        batch: the most messages settled in one transaction.
+        batch: the most messages settled in one wait for their confirms.
         limit: the most messages waiting; beyond, new ones are dropped with a WARNING.
     """
 
@@ -100,7 +102,7 @@ class Sender:
     ) -> None:
         self.broker, self.url, self.batch, self.limit = broker, url, batch, limit
         self._outage = BrokerOutage(log, f"RabbitMQ at {mask_url(url)}", cap=RETRY_CAP)
-        self._local = threading.local()  # the thread's transactional channel
+        self._local = threading.local()  # the thread's confirm-mode channel
         self._at_exit = False
         self._reset()
         _SENDERS.add(self)
@@ -318,7 +320,7 @@ class Sender:
             self._outage.failed(BrokerError(words))
 
     def _deliver(self, batch: list[Item]) -> None:
-        """Publish ``batch`` in one transaction. A failure on a connection that worked is
+        """Publish ``batch`` and settle its confirms. A failure on a connection that worked is
         tried once more on a new one; a refusal of the channel (not the connection) is
         tried message by message; otherwise the batch is held again: RabbitMQ is down."""
         error = self._try(batch)
@@ -385,30 +387,28 @@ class Sender:
                 queue_name = dq_name(queue_name)
                 message = message.copy(queue_name=queue_name, options={"eta": now + delay})
             broker.emit_before("enqueue", message, delay)
-            channel.basic_publish(
-                exchange="",
-                routing_key=queue_name,
-                body=message.encode(),
-                properties=pika.BasicProperties(
+            channel.publish(
+                queue_name,
+                message.encode(),
+                pika.BasicProperties(
                     delivery_mode=2, priority=message.options.get("broker_priority")
                 ),
             )
             broker.emit_after("enqueue", message, delay)
         fault("before-confirm")
-        channel.tx_commit()
+        channel.settle()
 
     def _connection(self) -> Any:
         """This thread's open-or-dead connection of the broker, or ``None``."""
         return getattr(getattr(self.broker, "state", None), "connection", None)
 
-    def _channel(self) -> Any:
-        """The thread's transactional channel on its connection (made once per connection)."""
+    def _channel(self) -> ConfirmedChannel:
+        """The thread's confirm-mode channel on its connection (made once per connection)."""
         connection = self.broker.connection
         held = getattr(self._local, "channel", None)
         if held is not None and held[0] is connection and held[1].is_open:
-            return held[1]
-        channel = connection.channel()
-        channel.tx_select()
+            return held[1]  # type: ignore[no-any-return]
+        channel = ConfirmedChannel(connection.channel())
         self._local.channel = (connection, channel)
         return channel
 
