@@ -25,6 +25,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from .._clock import utcnow  # the clock, re-exported: store modules read it from here
 from ..config import mask_url
 from ..errors import ConfigurationError, StoreError
+from .direct import Direct
 
 __all__ = ["Database", "aware", "create_engine", "normalize_url", "unavailable", "utcnow"]
 
@@ -98,6 +99,8 @@ class Database:
             # (:meth:`unflushed`), still one round trip, on the one pool.
             self._claims = create_engine(url, pool_size=pool_size, durable=False, autocommit=True)
         self._unflushed: dict[int, tuple[sa.Executable, sa.Executable]] = {}
+        #: PostgreSQL: the hot one-statement transitions, run on the driver (:meth:`first`)
+        self.direct = Direct(self.sql, self._claims.engine) if self.fast else None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -115,6 +118,16 @@ class Database:
         """
         with unavailable(), (self._autocommit if durable else self._claims).connect() as conn:
             yield conn
+
+    def first(self, statement: sa.Executable, params: dict[str, Any], *, durable: bool) -> Any:
+        """PostgreSQL: one statement in autocommit, as :meth:`autocommit` runs it, on the
+        driver's connection without SQLAlchemy's execution layer (:mod:`.direct`); its
+        first row (a named tuple) or ``None``. Driver errors are SQLAlchemy's, and a
+        lost connection a ``StoreError``, as on every other path.
+        """
+        assert self.direct is not None, "Database.first is for PostgreSQL"
+        with unavailable():
+            return self.direct.first(statement, params, durable=durable)
 
     def unflushed(self, statement: _S) -> _S:
         """``statement`` for :meth:`autocommit` with ``durable=False``: as it is, or,

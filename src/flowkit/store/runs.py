@@ -125,9 +125,8 @@ class Runs:
     ) -> Created | None:
         """PostgreSQL: the run and its one entry step in one statement (``None``: the
         general path decides, e.g. an id taken without a key)."""
-        with self.db.autocommit() as conn:
-            if conn.execute(CREATE_RUN, params).first() is not None:
-                return Created(params["rid"], True, first)
+        if self.db.first(CREATE_RUN, params, durable=True) is not None:
+            return Created(params["rid"], True, first)
         existing = None if key is None else self.find_by_key(flow, key)
         return None if existing is None else Created(existing, False)
 
@@ -163,13 +162,13 @@ class Runs:
         # A redelivery may take over a running step, whose lost attempt is logged:
         # that rare case takes the general path, never the one-statement claim.
         if limits is None and self.db.fast and not redelivered:
-            with self.db.autocommit(durable=False) as conn:
-                row = conn.execute(
-                    self.db.unflushed(t.CLAIM_AND_START if starts_run else t.CLAIM),
-                    _claim_params(
-                        step_id, message_id, lease_ms, redelivered, utcnow(), None, worker_id
-                    ),
-                ).first()
+            row = self.db.first(
+                self.db.unflushed(t.CLAIM_AND_START if starts_run else t.CLAIM),
+                _claim_params(
+                    step_id, message_id, lease_ms, redelivered, utcnow(), None, worker_id
+                ),
+                durable=False,
+            )
             return None if row is None else _claim(row)
         with self.db.transaction() as conn:
             # Read the clock once the transaction holds its locks, so start times
@@ -244,29 +243,29 @@ class Runs:
     ) -> Recorded | None:
         """PostgreSQL: the most common completions as one statement each."""
         chain = outcome.chain if outcome.only_successor else None
-        with self.db.autocommit(durable=chain is None) as conn:
-            if outcome.only_successor:
-                nxt = outcome.inserts[0]
-                params.update(
-                    nid=nxt.id,
-                    rid=run_id,
-                    nname=nxt.name,
-                    nitem=nxt.item,
-                    nqueue=nxt.queue,
-                    ninput=nxt.input,
-                    nsched=nxt.scheduled_at or now,
-                )
-                if chain is not None:
-                    params.update(lease=chain.lease_until, wid=chain.worker_id)
-                statement = (
-                    t.COMPLETE_WITH_SUCCESSOR
-                    if chain is None
-                    else self.db.unflushed(t.COMPLETE_AND_CLAIM)
-                )
-                recorded = conn.execute(statement, params).first() is not None
-                ended = False
-            else:
-                recorded, ended = (bool(n) for n in conn.execute(t.COMPLETE_AND_END, params).one())
+        if outcome.only_successor:
+            nxt = outcome.inserts[0]
+            params.update(
+                nid=nxt.id,
+                rid=run_id,
+                nname=nxt.name,
+                nitem=nxt.item,
+                nqueue=nxt.queue,
+                ninput=nxt.input,
+                nsched=nxt.scheduled_at or now,
+            )
+            if chain is not None:
+                params.update(lease=chain.lease_until, wid=chain.worker_id)
+            statement = (
+                t.COMPLETE_WITH_SUCCESSOR
+                if chain is None
+                else self.db.unflushed(t.COMPLETE_AND_CLAIM)
+            )
+            recorded = self.db.first(statement, params, durable=chain is None) is not None
+            ended = False
+        else:
+            row = self.db.first(t.COMPLETE_AND_END, params, durable=True)
+            recorded, ended = (bool(n) for n in row)
         if not recorded:
             with self.db.transaction() as conn:
                 t.cancel_if_run_over(conn, params["sid"], now)
