@@ -1,10 +1,11 @@
 """Fault scenario 16: a worker killed between a batch written and its settlement.
 
-Successors are handed to the worker's publisher thread, which writes a batch in an
-AMQP transaction and then commits it (``runtime/sender.py``). The ``before-confirm``
-fault hook kills the process after the N-th batch is written and before the commit,
-so RabbitMQ discards the whole batch: successors whose rows are committed and whose
-messages never arrive. The step that made each of them may already be acknowledged
+Successors are handed to the worker's publisher thread, which writes a batch in
+publisher-confirm mode and then waits for its confirms (``runtime/sender.py``). The
+``before-confirm`` fault hook kills the process after the N-th batch is written and before
+its confirms are awaited: RabbitMQ may have routed some of the batch and never got the rest
+(what the kernel had not sent yet), so successors whose rows are committed may have no
+message. The step that made each of them may already be acknowledged
 (the publish returned at once), so nothing is redelivered for it: its row is
 recovered by a redelivery that finds it (``StepRunner.not_claimed``) or by the
 in-worker sweep of the worker started in its place (``docs/reliability.md``).
@@ -50,7 +51,7 @@ def test_kill_between_a_written_batch_and_its_settlement_under_load(
         accepted,
         recovery_s=time.monotonic() - died,
         note=(
-            f"batch {nth} written, not committed; {swept} step(s) re-published by the sweep, "
+            f"batch {nth} written, not confirmed; {swept} step(s) re-published by the sweep, "
             f"{redelivered} redelivery re-publish(es)"
         ),
     )
