@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 __all__ = ["Direct"]
 
@@ -74,7 +74,11 @@ class Direct:
         if made is None:
             made = self._compiled[id(statement)] = _Compiled(statement, engine.dialect)
         params = made.params(values)
-        pooled = engine.raw_connection()
+        error = engine.dialect.loaded_dbapi.Error
+        try:
+            pooled = engine.raw_connection()  # the pool's connect is not wrapped by SQLAlchemy
+        except error as exc:
+            raise _wrapped(made.sql, params, exc, engine) from exc
         driver: Any = pooled.driver_connection
         flip = not driver.autocommit  # a connection of the transactions' pool
         try:
@@ -90,15 +94,15 @@ class Direct:
         except Exception as exc:
             if getattr(driver, "closed", False) or getattr(driver, "broken", False):
                 pooled.invalidate(exc)
-            if isinstance(exc, engine.dialect.loaded_dbapi.Error):
-                raise DBAPIError.instance(
-                    made.sql,
-                    params,
-                    exc,
-                    engine.dialect.loaded_dbapi.Error,
-                    dialect=engine.dialect,
-                ) from exc
+            if isinstance(exc, error):
+                raise _wrapped(made.sql, params, exc, engine) from exc
             raise
         finally:
             pooled.close()
         return None if row is None else made.make_row(description, row)
+
+
+def _wrapped(sql: str, params: dict[str, Any], exc: Exception, engine: Engine) -> StatementError:
+    """A driver error as SQLAlchemy raises it (``OperationalError``, ``IntegrityError``...)."""
+    error = engine.dialect.loaded_dbapi.Error
+    return DBAPIError.instance(sql, params, exc, error, dialect=engine.dialect)
